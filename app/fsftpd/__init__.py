@@ -1,0 +1,39 @@
+"""fsftpd: an asyncio FTP server whose homes live on any fsspec filesystem.
+
+The engine's public API::
+
+    server = fsftpd.Server([fsftpd.User("alice", "secret", base_path="/srv/alice")])
+    await server.start("127.0.0.1", 2121)
+    await server.serve_forever()
+"""
+
+from .auth.users import Permission, User, UserManager
+from .server.config import ServerConfig
+from .server.server import Server
+from .storage import (
+    AbstractPathIO,
+    AsyncPathIO,
+    FsspecPathIO,
+    MemoryPathIO,
+    PathIO,
+    StorageContext,
+    open_home,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbstractPathIO",
+    "AsyncPathIO",
+    "FsspecPathIO",
+    "MemoryPathIO",
+    "PathIO",
+    "Permission",
+    "Server",
+    "ServerConfig",
+    "StorageContext",
+    "User",
+    "UserManager",
+    "__version__",
+    "open_home",
+]

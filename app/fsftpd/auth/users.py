@@ -1,0 +1,125 @@
+"""Users and permissions.
+
+Permission rule: among a user's permissions, the one whose virtual path is the longest
+prefix of the target path decides (every permission counts, not just the first listed).
+No matching permission means no access.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol.paths import is_within, resolve
+
+
+@dataclass(frozen=True)
+class Permission:
+    """Access to ``path`` and everything below it (a virtual path)."""
+
+    path: str = "/"
+    readable: bool = True
+    writable: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", resolve("/", self.path))
+
+
+@dataclass
+class User:
+    """An FTP account. ``login=None`` is the anonymous user (any name, any password).
+
+    ``base_path`` is what "/" maps to: a local path or a URL (``file://``, ``memory://``,
+    ``s3://bucket/prefix``). ``home_path`` is the virtual directory a session starts in.
+    Speed limits are bytes per second; ``None`` means unlimited.
+    """
+
+    login: str | None = None
+    password: str | None = None
+    base_path: str = "."
+    home_path: str = "/"
+    permissions: Sequence[Permission] = field(default_factory=lambda: [Permission("/")])
+    maximum_connections: int | None = None
+    read_speed_limit: float | None = None
+    write_speed_limit: float | None = None
+    read_speed_limit_per_connection: float | None = None
+    write_speed_limit_per_connection: float | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home_path = resolve("/", self.home_path)
+        self.base_path = str(self.base_path)
+        self.permissions = list(self.permissions)
+
+    @property
+    def name(self) -> str:
+        return self.login if self.login is not None else "anonymous"
+
+    def check_password(self, password: str) -> bool:
+        if self.login is None or self.password is None:
+            return True
+        return hmac.compare_digest(self.password.encode(), password.encode())
+
+    def access(self, path: str) -> Permission | None:
+        """The deciding permission for a virtual path (longest matching prefix)."""
+        best: Permission | None = None
+        for perm in self.permissions:
+            if is_within(path, perm.path) and (best is None or len(perm.path) > len(best.path)):
+                best = perm
+        return best
+
+    def can_read(self, path: str) -> bool:
+        perm = self.access(path)
+        return perm is not None and perm.readable
+
+    def can_write(self, path: str) -> bool:
+        perm = self.access(path)
+        return perm is not None and perm.writable
+
+
+class UserManager:
+    """Looks users up and counts their live sessions.
+
+    With no users configured, one anonymous user reads and writes "/" mapped to the current
+    directory. The counters are plain ints guarded by a lock, so acquire/release are safe
+    from any thread.
+    """
+
+    def __init__(self, users: Iterable[User] | None) -> None:
+        users = list(users or [])
+        if not users:
+            users = [User()]
+        self.users = users
+        self._by_login = {u.login: u for u in users if u.login is not None}
+        self._anonymous = next((u for u in users if u.login is None), None)
+        self._lock = threading.Lock()
+        self.sessions: dict[str, int] = {}
+
+    def find(self, login: str) -> User | None:
+        user = self._by_login.get(login)
+        if user is None and self._anonymous is not None:
+            if login.lower() in ("anonymous", "ftp") or not self._by_login:
+                return self._anonymous
+        return user
+
+    def needs_password(self, user: User) -> bool:
+        return user.login is not None and user.password is not None
+
+    def try_acquire(self, user: User) -> bool:
+        with self._lock:
+            count = self.sessions.get(user.name, 0)
+            if user.maximum_connections is not None and count >= user.maximum_connections:
+                return False
+            self.sessions[user.name] = count + 1
+            return True
+
+    def release(self, user: User) -> None:
+        with self._lock:
+            count = self.sessions.get(user.name, 0) - 1
+            if count <= 0:
+                self.sessions.pop(user.name, None)
+            else:
+                self.sessions[user.name] = count

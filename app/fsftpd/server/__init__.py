@@ -1,0 +1,1 @@
+"""The asyncio shell around the protocol core: listener, connections, handlers."""

@@ -1,0 +1,432 @@
+"""One control connection: read a line, check the command's preconditions, run its
+handler, reply. Transfers run as a task owned by the connection so that ABOR, STAT, NOOP
+and QUIT are served while data moves (RFC 959 section 4.1.3).
+
+Invariants:
+- every exception raised by a handler becomes exactly one reply, through
+  :func:`reply_for_exception`;
+- at most one transfer task per connection; it is awaited (never orphaned) on every exit;
+- the user's session counter is released on every exit path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from ..auth.users import User
+from ..protocol import paths
+from ..protocol.commands import MAX_LINE, Access, Command, CommandSpec, lookup, parse_line
+from ..protocol.errors import DataConnectionError, FtpError, TransferAborted, reply_for_exception
+from ..protocol.replies import Reply
+from ..protocol.session import DataMode, Session, TransferType
+from ..storage.base import AbstractPathIO
+from ..transfer.copy import Deadlines
+from ..transfer.data import PassiveListener, connect_active
+from ..transfer.throttle import Throttle, TokenBucket
+from .events import CommandDone, SessionEnded, SessionStarted, TransferFinished, TransferProgress
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("fsftpd.session")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    command: Command
+    spec: CommandSpec
+
+    @property
+    def arg(self) -> str:
+        return self.command.arg
+
+
+Handler = Callable[["Connection", Request], Awaitable[Reply | None]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(name: str) -> Callable[[Handler], Handler]:
+    """Register the handler for the command(s) whose spec names ``name``."""
+
+    def register(func: Handler) -> Handler:
+        HANDLERS[name] = func
+        return func
+
+    return register
+
+
+# Data phase of a transfer: gets the data socket, returns the bytes moved.
+DataPhase = Callable[[socket.socket], Awaitable[int]]
+
+
+class Connection:
+    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 session_id: int) -> None:
+        self.server = server
+        self.config = server.config
+        self.reader = reader
+        self.writer = writer
+        self.id = session_id
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        local = writer.get_extra_info("sockname") or ("127.0.0.1", 0)
+        self.peer_host: str = peer[0]
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self.local_host: str = local[0]
+        self.session = Session()
+        self.user: User | None = None
+        self.pending_user: User | None = None
+        self.io: AbstractPathIO | None = None
+        self.login_failures = 0
+        self.passive: PassiveListener | None = None
+        self.active_target: tuple[str, int] | None = None
+        self.transfer: asyncio.Task[None] | None = None
+        self._abort_requested = False
+        self._shutting_down = False
+        self.closing = False
+        self.started = time.monotonic()
+        self.deadlines = Deadlines(self.config.socket_timeout, self.config.path_timeout)
+        # Per-connection buckets (server-wide per-connection limits, then the user's).
+        self.read_bucket = TokenBucket(lambda: server.limits.read_speed_limit_per_connection)
+        self.write_bucket = TokenBucket(lambda: server.limits.write_speed_limit_per_connection)
+        self.user_read_bucket = TokenBucket(None)
+        self.user_write_bucket = TokenBucket(None)
+        self._main: asyncio.Task[None] | None = None
+
+    # -- public helpers for handlers ------------------------------------------------
+    @property
+    def user_name(self) -> str | None:
+        return self.user.name if self.user is not None else None
+
+    @property
+    def storage_io(self) -> AbstractPathIO:
+        if self.io is None:
+            raise FtpError(530, "Not logged in")
+        return self.io
+
+    async def storage(self, awaitable: Awaitable[T]) -> T:
+        """Run one storage operation under ``path_timeout`` (expiry -> 451)."""
+        timeout = self.config.path_timeout
+        if timeout is None:
+            return await awaitable
+        async with asyncio.timeout(timeout):
+            return await awaitable
+
+    def path(self, req: Request, arg: str | None = None, access: Access | None = None) -> str:
+        """Resolve a path argument and check the access the command's spec demands."""
+        target = paths.resolve(self.session.cwd, req.arg if arg is None else arg)
+        self.check_access(target, req.spec.access if access is None else access)
+        return target
+
+    def check_access(self, target: str, access: Access) -> None:
+        user = self.user
+        if user is None:
+            raise FtpError(530, "Not logged in")
+        if access is Access.READ and not user.can_read(target):
+            raise FtpError(550, "Permission denied")
+        if access is Access.WRITE and not user.can_write(target):
+            raise FtpError(550, "Permission denied")
+
+    async def reply(self, reply: Reply) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.write(reply.encode())
+        timeout = self.config.socket_timeout
+        try:
+            if timeout is None:
+                await self.writer.drain()
+            else:
+                async with asyncio.timeout(timeout):
+                    await self.writer.drain()
+        except (ConnectionError, TimeoutError):
+            self.closing = True
+            self.writer.transport.abort()
+
+    # -- the control loop ---------------------------------------------------------------
+    async def run(self) -> None:
+        self._main = asyncio.current_task()
+        self.server.events.emit(SessionStarted(self.id, self.peer))
+        log.info("session %d: connected from %s", self.id, self.peer)
+        try:
+            await self.reply(Reply(220, self.config.banner))
+            while not self.closing:
+                line = await self._read_line()
+                if line is None:
+                    break
+                await self._handle_line(line)
+        except asyncio.CancelledError:
+            if not self._shutting_down:
+                raise
+            await self.reply(Reply(421, "Server shutting down, closing control connection"))
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            await self._cleanup()
+
+    async def _read_line(self) -> bytes | None:
+        idle = self.config.idle_timeout
+        while True:
+            try:
+                if idle is None:
+                    return await self.reader.readuntil(b"\n")
+                async with asyncio.timeout(idle):
+                    return await self.reader.readuntil(b"\n")
+            except TimeoutError:
+                if self.transfer is not None and not self.transfer.done():
+                    continue  # a running transfer is not idle
+                log.info("session %d: idle for %ss, closing", self.id, idle)
+                await self.reply(Reply(421, f"Idle timeout ({idle:g} s), closing control connection"))
+                return None
+            except asyncio.IncompleteReadError:
+                return None
+            except asyncio.LimitOverrunError as exc:
+                await self._discard_long_line(exc.consumed)
+                await self.reply(Reply(500, f"Command line too long (limit {MAX_LINE} bytes)"))
+                log.warning("session %d: over-long command line discarded", self.id)
+            except ConnectionError:
+                return None
+
+    async def _discard_long_line(self, consumed: int) -> None:
+        """Drop buffered bytes up to and including the next newline, in bounded steps."""
+        await self.reader.readexactly(consumed)
+        while True:
+            try:
+                await self.reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as exc:
+                await self.reader.readexactly(exc.consumed)
+
+    async def _handle_line(self, line: bytes) -> None:
+        started = time.perf_counter()
+        verb = ""
+        reply: Reply | None
+        try:
+            command = parse_line(line)
+            verb = command.verb
+            spec = lookup(command)
+            if self.transfer is not None and not self.transfer.done() and not spec.during_transfer:
+                # RFC 959 4.1.3: other commands wait until the transfer completes.
+                await asyncio.shield(self.transfer)
+            if spec.login and not self.session.logged_in:
+                raise FtpError(530, "Please log in with USER and PASS first")
+            self.session.before(verb)
+            log.debug("session %d: %s", self.id, command)
+            reply = await HANDLERS[spec.handler](self, Request(command, spec))
+        except FtpError as exc:
+            reply = exc.reply
+            log.info("session %d: %s -> %s", self.id, verb or "?", reply)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            reply = reply_for_exception(exc)
+            level = logging.WARNING if reply.code in (451, 452) else logging.INFO
+            log.log(level, "session %d: %s failed: %r -> %s", self.id, verb, exc, reply)
+        if verb:
+            self.session.after(verb)
+        if reply is not None:
+            await self.reply(reply)
+            self.server.events.emit(
+                CommandDone(self.id, self.user_name, verb or "?", reply.code, time.perf_counter() - started)
+            )
+
+    # -- data connections ------------------------------------------------------------
+    def close_data_channel(self) -> None:
+        if self.passive is not None:
+            self.passive.close()
+            self.passive = None
+        self.active_target = None
+        self.session.data_mode = DataMode.NONE
+
+    async def _open_data(self) -> socket.socket:
+        wait = self.config.wait_future_timeout
+        try:
+            if self.passive is not None:
+                listener, self.passive = self.passive, None
+                try:
+                    if wait is None:
+                        return await listener.accept()
+                    async with asyncio.timeout(wait):
+                        return await listener.accept()
+                finally:
+                    listener.close()
+            if self.active_target is not None:
+                host, port = self.active_target
+                self.active_target = None
+                if wait is None:
+                    return await connect_active(host, port, self.local_host)
+                async with asyncio.timeout(wait):
+                    return await connect_active(host, port, self.local_host)
+        except TimeoutError:
+            raise FtpError(425, "Data connection was not established in time") from None
+        finally:
+            self.session.data_mode = DataMode.NONE
+        raise FtpError(425, "Use PASV, EPSV, PORT or EPRT first")
+
+    def require_data_channel(self) -> None:
+        if self.passive is None and self.active_target is None:
+            raise FtpError(425, "Use PASV, EPSV, PORT or EPRT first")
+
+    def throttle(self, direction: str) -> Throttle:
+        """The buckets for a transfer. "download" is the server writing (write limits)."""
+        limits = self.server.limits
+        if direction == "download":
+            buckets = [limits.write_bucket, self.write_bucket]
+            if self.user is not None:
+                buckets += [self.server.user_buckets(self.user)[1], self.user_write_bucket]
+        else:
+            buckets = [limits.read_bucket, self.read_bucket]
+            if self.user is not None:
+                buckets += [self.server.user_buckets(self.user)[0], self.user_read_bucket]
+        return Throttle(buckets)
+
+    def start_transfer(
+        self,
+        verb: str,
+        path: str,
+        direction: str,
+        data_phase: DataPhase,
+        *,
+        preliminary: Reply,
+        finish: Callable[[], Awaitable[None]] | None = None,
+        fail: Callable[[], Awaitable[None]] | None = None,
+        release: Callable[[], Awaitable[None]] | None = None,
+        success: Reply | None = None,
+    ) -> None:
+        """Run the data phase in a task: 150, data connection, copy, ``finish`` (commit),
+        226. On any failure ``fail`` (abort the upload) runs and the error is replied."""
+        self.require_data_channel()
+        self.transfer = asyncio.create_task(
+            self._transfer(verb, path, direction, data_phase, preliminary, finish, fail, release, success),
+            name=f"fsftpd-transfer-{self.id}",
+        )
+
+    async def _transfer(
+        self,
+        verb: str,
+        path: str,
+        direction: str,
+        data_phase: DataPhase,
+        preliminary: Reply,
+        finish: Callable[[], Awaitable[None]] | None,
+        fail: Callable[[], Awaitable[None]] | None,
+        release: Callable[[], Awaitable[None]] | None,
+        success: Reply | None,
+    ) -> None:
+        started = time.perf_counter()
+        moved = 0
+        sock: socket.socket | None = None
+        reply = success or Reply(226, "Transfer complete")
+        ok = False
+        try:
+            await self.reply(preliminary)
+            try:
+                sock = await self._open_data()
+                moved = await data_phase(sock)
+                if direction == "upload":
+                    self._check_clean_close(sock)
+                if finish is not None:
+                    await self.storage(finish())
+                ok = True
+            except asyncio.CancelledError:
+                if not self._abort_requested:
+                    raise
+                reply = reply_for_exception(TransferAborted())
+            except (FtpError, DataConnectionError) as exc:
+                reply = reply_for_exception(exc)
+            except Exception as exc:
+                reply = reply_for_exception(exc)
+                log.warning("session %d: %s %s failed: %r", self.id, verb, path, exc)
+            if not ok and fail is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.storage(fail()))
+            if release is not None:
+                with contextlib.suppress(Exception):
+                    await release()
+            if sock is not None:
+                sock.close()
+                sock = None
+            await self.reply(reply)
+        finally:
+            if sock is not None:
+                sock.close()
+            self.server.events.emit(TransferFinished(
+                self.id, self.user_name, verb, path, direction, moved,
+                time.perf_counter() - started, ok, reply.code,
+            ))
+            log.info("session %d: %s %s %s bytes -> %d", self.id, verb, path, moved, reply.code)
+            self.transfer_done()
+
+    @staticmethod
+    def _check_clean_close(sock: socket.socket) -> None:
+        """After EOF on an upload, a pending socket error means the client reset the
+        connection rather than closing it cleanly: the upload is incomplete."""
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise DataConnectionError(f"connection reset by client (errno {err})")
+
+    def progress(self, direction: str) -> Callable[[int], None]:
+        events = self.server.events
+        if not events.observers:
+            return _ignore
+        user = self.user_name
+
+        def report(n: int) -> None:
+            events.emit(TransferProgress(user, direction, n))
+
+        return report
+
+    async def abort_transfer(self) -> bool:
+        """ABOR: stop the running transfer (it replies 426). True if one was running."""
+        task = self.transfer
+        if task is None or task.done():
+            return False
+        self._abort_requested = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._abort_requested = False
+        return True
+
+    # -- shutdown ----------------------------------------------------------------------
+    def request_shutdown(self) -> None:
+        """Graceful drain: idle sessions get 421 now; a running transfer may finish first."""
+        self._shutting_down = True
+        if self._main is not None and (self.transfer is None or self.transfer.done()):
+            self._main.cancel()
+
+    async def _cleanup(self) -> None:
+        task = self.transfer
+        if task is not None and not task.done():
+            self._abort_requested = True
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self.close_data_channel()
+        if self.user is not None:
+            self.server.release_user(self.user)
+            self.user = None
+        self.closing = True
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        self.server.events.emit(
+            SessionEnded(self.id, self.peer, self.session.user_name, time.monotonic() - self.started)
+        )
+        log.info("session %d: closed", self.id)
+
+    def transfer_done(self) -> None:
+        if self._shutting_down and self._main is not None:
+            self._main.cancel()
+
+    def set_type_ascii(self) -> bool:
+        return self.session.transfer_type is TransferType.ASCII
+
+
+def _ignore(_: int) -> None:
+    return None

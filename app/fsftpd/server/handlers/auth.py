@@ -1,0 +1,90 @@
+"""USER, PASS, REIN, QUIT (RFC 959 4.1.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ...protocol.errors import FtpError
+from ...protocol.replies import Reply
+from ...protocol.session import Login
+from ..connection import Connection, Request, handler
+from ..events import ConnectionRefused, LoginAttempt
+
+log = logging.getLogger("fsftpd.auth")
+
+
+@handler("user")
+async def user(conn: Connection, req: Request) -> Reply:
+    if conn.session.logged_in:
+        raise FtpError(503, "Already logged in; use REIN to change user")
+    name = req.arg.strip()
+    conn.pending_user = conn.server.users.find(name)
+    conn.session.user_name = name
+    conn.session.login = Login.AWAITING_PASS
+    if conn.pending_user is not None and conn.pending_user.login is None:
+        return Reply(331, "Anonymous login okay, send any password")
+    return Reply(331, f"Password required for {name}")
+
+
+@handler("pass")
+async def password(conn: Connection, req: Request) -> Reply:
+    if conn.session.logged_in:
+        raise FtpError(503, "Already logged in")
+    if conn.session.login is not Login.AWAITING_PASS:
+        raise FtpError(503, "Login with USER first")
+    candidate = conn.pending_user
+    name = conn.session.user_name or ""
+    ok = candidate is not None and candidate.check_password(req.arg)
+    conn.server.events.emit(LoginAttempt(conn.id, conn.peer, name, ok))
+    if candidate is None or not ok:
+        conn.login_failures += 1
+        conn.session.login = Login.AWAITING_USER
+        log.warning("session %d: failed login for %r from %s", conn.id, name, conn.peer_host)
+        await asyncio.sleep(conn.config.failed_login_delay)
+        if conn.login_failures >= conn.config.max_login_attempts:
+            conn.closing = True
+            return Reply(421, "Too many failed logins, closing connection")
+        raise FtpError(530, "Login incorrect")
+    if not conn.server.acquire_user(candidate):
+        conn.server.events.emit(ConnectionRefused(conn.peer, "user-limit"))
+        conn.closing = True
+        conn.session.login = Login.AWAITING_USER
+        return Reply(530, f"Too many connections for user {candidate.name}, closing")
+    try:
+        conn.io = await conn.storage(conn.server.path_io_for(candidate))
+    except BaseException:
+        conn.server.release_user(candidate)
+        raise
+    conn.user = candidate
+    conn.pending_user = None
+    conn.session.login = Login.LOGGED_IN
+    conn.session.cwd = candidate.home_path
+    conn.user_read_bucket.rate = lambda: candidate.read_speed_limit_per_connection
+    conn.user_write_bucket.rate = lambda: candidate.write_speed_limit_per_connection
+    log.info("session %d: %s logged in", conn.id, candidate.name)
+    return Reply(230, f"User {candidate.name} logged in")
+
+
+@handler("rein")
+async def rein(conn: Connection, req: Request) -> Reply:
+    await conn.abort_transfer()
+    conn.close_data_channel()
+    if conn.user is not None:
+        conn.server.release_user(conn.user)
+    conn.user = None
+    conn.io = None
+    conn.pending_user = None
+    conn.session.reset_login()
+    conn.user_read_bucket.rate = None
+    conn.user_write_bucket.rate = None
+    return Reply(220, "Session reset, log in again")
+
+
+@handler("quit")
+async def quit_(conn: Connection, req: Request) -> Reply:
+    if conn.transfer is not None and not conn.transfer.done():
+        # RFC 959: QUIT during a transfer closes after the transfer's reply.
+        await asyncio.shield(conn.transfer)
+    conn.closing = True
+    return Reply(221, "Goodbye")

@@ -1,0 +1,79 @@
+"""NOOP, SYST, FEAT, OPTS, HELP, STAT (RFC 959, RFC 2389, RFC 2640, RFC 3659)."""
+
+from __future__ import annotations
+
+import time
+
+from ...protocol import listing
+from ...protocol.commands import COMMANDS, feature_lines, help_lines
+from ...protocol.errors import FtpError
+from ...protocol.replies import Reply
+from ..connection import Connection, Request, handler
+from .files import LIST_OPTIONS, list_target
+
+
+@handler("noop")
+async def noop(conn: Connection, req: Request) -> Reply:
+    return Reply(200, "NOOP ok")
+
+
+@handler("syst")
+async def syst(conn: Connection, req: Request) -> Reply:
+    return Reply(215, "UNIX Type: L8")
+
+
+@handler("feat")
+async def feat(conn: Connection, req: Request) -> Reply:
+    return Reply(211, "Features:", *[f" {line}" for line in feature_lines()], "End")
+
+
+@handler("opts")
+async def opts(conn: Connection, req: Request) -> Reply:
+    option, _, value = req.arg.strip().partition(" ")
+    option = option.upper()
+    if option == "UTF8":
+        if value.strip().upper() in ("ON", ""):
+            conn.session.utf8 = True
+            return Reply(200, "UTF8 mode is always on")
+        if value.strip().upper() == "OFF":
+            raise FtpError(504, "UTF8 cannot be turned off")
+        raise FtpError(501, "OPTS UTF8 takes ON or OFF")
+    if option == "MLST":
+        wanted = [f.lower() for f in value.strip().split(";") if f]
+        facts = tuple(f for f in listing.MLST_FACTS if f in wanted)
+        conn.session.mlst_facts = facts
+        return Reply(200, "MLST OPTS " + "".join(f"{f};" for f in facts))
+    raise FtpError(501, f"Option {option!r} not understood")
+
+
+@handler("help")
+async def help_(conn: Connection, req: Request) -> Reply:
+    verb = req.arg.strip().upper()
+    if verb:
+        spec = COMMANDS.get(verb)
+        if spec is None:
+            raise FtpError(501, f"Unknown command {verb[:16]!r}")
+        return Reply(214, spec.help)
+    return Reply(214, *help_lines())
+
+
+@handler("stat")
+async def stat(conn: Connection, req: Request) -> Reply:
+    if not req.arg.strip():
+        running = conn.transfer is not None and not conn.transfer.done()
+        return Reply(
+            211,
+            "fsftpd status:",
+            f" Connected from {conn.peer_host}",
+            f" Logged in as {conn.user_name}",
+            f" TYPE: {conn.session.transfer_type.name}, STRU: File, MODE: Stream",
+            f" Data connection: {conn.session.data_mode.value}",
+            f" Transfer in progress: {'yes' if running else 'no'}",
+            "End of status",
+        )
+    if conn.transfer is not None and not conn.transfer.done():
+        raise FtpError(450, "STAT with a path is not available during a transfer")
+    path = conn.path(req, LIST_OPTIONS.sub("", req.arg).strip() or ".")
+    now = time.time()
+    lines = [listing.list_line(e, now) async for e in list_target(conn, path)]
+    return Reply(213, f"Status of {path}:", *lines, "End of status")

@@ -1,0 +1,236 @@
+"""Data transfers and listings: RETR STOR APPE STOU LIST NLST MLSD MLST ABOR.
+
+Each handler does everything that can fail cheaply (path, permission, stat, open) before
+replying 150, then hands the data phase to :meth:`Connection.start_transfer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+
+from ...protocol import listing, paths
+from ...protocol.errors import DataConnectionError, FtpError
+from ...protocol.listing import Entry
+from ...protocol.replies import Reply
+from ...transfer.copy import receive_stream, send_stream
+from ..connection import Connection, Request, handler
+from .files import LIST_OPTIONS, list_target
+
+LISTING_CHUNK = 64 * 1024
+
+
+@handler("retr")
+async def retr(conn: Connection, req: Request) -> Reply | None:
+    target = conn.path(req)
+    offset = conn.session.take_rest("RETR")
+    conn.require_data_channel()
+    io = conn.storage_io
+    entry = await conn.storage(io.stat(target))
+    if entry.is_dir:
+        raise IsADirectoryError(errno.EISDIR, "Is a directory")
+    if offset > entry.size:
+        raise FtpError(554, f"Restart offset {offset} is beyond the end of the file ({entry.size})")
+    reader = await conn.storage(io.open_read(target, offset))
+    ascii_mode = conn.set_type_ascii()
+    throttle = conn.throttle("download")
+    progress = conn.progress("download")
+
+    async def phase(sock: socket.socket) -> int:
+        return await send_stream(sock, reader, throttle=throttle, ascii_mode=ascii_mode,
+                                 deadlines=conn.deadlines, progress=progress, offset=offset)
+
+    mode = "ASCII" if ascii_mode else "BINARY"
+    try:
+        conn.start_transfer("RETR", target, "download", phase, release=reader.close,
+                            preliminary=Reply(150, f"Opening {mode} data connection for {paths.name(target)}"
+                                              f" ({entry.size - offset} bytes)"))
+    except BaseException:
+        await reader.close()
+        raise
+    return None
+
+
+async def _store(conn: Connection, req: Request, verb: str, target: str, *, append: bool,
+                 preliminary: Reply, success: Reply | None = None) -> None:
+    offset = conn.session.take_rest(verb)
+    conn.require_data_channel()
+    io = conn.storage_io
+    if offset:
+        existing = await conn.storage(io.stat(target))
+        if offset > existing.size:
+            raise FtpError(554, f"Restart offset {offset} is beyond the end of the file ({existing.size})")
+    writer = await conn.storage(io.open_write(target, offset=offset, append=append))
+    ascii_mode = conn.set_type_ascii()
+    throttle = conn.throttle("upload")
+    progress = conn.progress("upload")
+
+    async def phase(sock: socket.socket) -> int:
+        return await receive_stream(sock, writer, throttle=throttle, ascii_mode=ascii_mode,
+                                    deadlines=conn.deadlines, progress=progress)
+
+    try:
+        conn.start_transfer(verb, target, "upload", phase, finish=writer.commit, fail=writer.abort,
+                            preliminary=preliminary, success=success)
+    except BaseException:
+        await writer.abort()
+        raise
+
+
+@handler("stor")
+async def stor(conn: Connection, req: Request) -> Reply | None:
+    target = conn.path(req)
+    await _store(conn, req, "STOR", target, append=False,
+                 preliminary=Reply(150, f"Ready to receive {paths.name(target)}"))
+    return None
+
+
+@handler("appe")
+async def appe(conn: Connection, req: Request) -> Reply | None:
+    target = conn.path(req)
+    await _store(conn, req, "APPE", target, append=True,
+                 preliminary=Reply(150, f"Ready to append to {paths.name(target)}"))
+    return None
+
+
+@handler("stou")
+async def stou(conn: Connection, req: Request) -> Reply | None:
+    io = conn.storage_io
+    stem = paths.name(paths.resolve("/", req.arg)) if req.arg.strip() else "ftp"
+    for _ in range(20):
+        candidate = paths.join(conn.session.cwd, f"{stem}.{secrets.token_hex(4)}")
+        if not await conn.storage(io.exists(candidate)):
+            break
+    else:
+        raise FtpError(450, "Could not find a unique file name")
+    conn.check_access(candidate, req.spec.access)
+    name = paths.name(candidate)
+    # RFC 1123 4.1.2.9: the 150 reply carries the chosen name.
+    await _store(conn, req, "STOU", candidate, append=False, preliminary=Reply(150, f"FILE: {name}"),
+                 success=Reply(226, f"Transfer complete (unique file name: {name})"))
+    return None
+
+
+async def _send_lines(conn: Connection, sock: socket.socket, lines: AsyncIterator[str]) -> int:
+    loop = asyncio.get_running_loop()
+    buffer: list[str] = []
+    size = 0
+    total = 0
+
+    async def flush() -> None:
+        nonlocal buffer, size, total
+        data = "".join(buffer).encode("utf-8", "surrogateescape")
+        buffer, size = [], 0
+        try:
+            if conn.config.socket_timeout is None:
+                await loop.sock_sendall(sock, data)
+            else:
+                async with asyncio.timeout(conn.config.socket_timeout):
+                    await loop.sock_sendall(sock, data)
+        except TimeoutError:
+            raise DataConnectionError("timed out") from None
+        except OSError as exc:
+            raise DataConnectionError(exc.strerror or str(exc)) from None
+        total += len(data)
+
+    async for line in lines:
+        buffer.append(line + "\r\n")
+        size += len(line) + 2
+        if size >= LISTING_CHUNK:
+            await flush()
+    if buffer:
+        await flush()
+    return total
+
+
+def _listing(conn: Connection, req: Request, verb: str,
+             render: Callable[[Entry, str], str], *, dirs_only: bool = False) -> None:
+    arg = LIST_OPTIONS.sub("", req.arg).strip() if verb in ("LIST", "NLST") else req.arg.strip()
+    target = conn.path(req, arg or ".")
+    conn.require_data_channel()
+
+    async def lines() -> AsyncIterator[str]:
+        async for entry in list_target(conn, target):
+            yield render(entry, target)
+
+    async def phase(sock: socket.socket) -> int:
+        return await _send_lines(conn, sock, lines())
+
+    conn.start_transfer(verb, target, "listing", phase,
+                        preliminary=Reply(150, f"Here comes the listing of {target}"),
+                        success=Reply(226, "Listing complete"))
+
+
+async def _check_listable(conn: Connection, req: Request, verb: str) -> None:
+    """Fail before 150 when the target is missing (550) or, for MLSD, not a directory (501)."""
+    arg = LIST_OPTIONS.sub("", req.arg).strip() if verb in ("LIST", "NLST") else req.arg.strip()
+    target = conn.path(req, arg or ".")
+    entry = await conn.storage(conn.storage_io.stat(target))
+    if verb == "MLSD" and not entry.is_dir:
+        raise FtpError(501, "MLSD needs a directory; use MLST for a file")
+
+
+@handler("list")
+async def list_(conn: Connection, req: Request) -> Reply | None:
+    await _check_listable(conn, req, "LIST")
+    now = time.time()
+    user = conn.user
+    assert user is not None
+
+    def render(entry: Entry, base: str) -> str:
+        return listing.list_line(entry, now, writable=True)
+
+    _listing(conn, req, "LIST", render)
+    return None
+
+
+@handler("nlst")
+async def nlst(conn: Connection, req: Request) -> Reply | None:
+    await _check_listable(conn, req, "NLST")
+    _listing(conn, req, "NLST", lambda entry, base: entry.name)
+    return None
+
+
+def _mlsx_renderer(conn: Connection, *, child: bool) -> Callable[[Entry, str], str]:
+    user = conn.user
+    assert user is not None
+    facts = conn.session.mlst_facts
+
+    def render(entry: Entry, base: str) -> str:
+        path = paths.join(base, entry.name) if child else base
+        return listing.mlsx_line(entry, facts, readable=user.can_read(path), writable=user.can_write(path))
+
+    return render
+
+
+@handler("mlsd")
+async def mlsd(conn: Connection, req: Request) -> Reply | None:
+    await _check_listable(conn, req, "MLSD")
+    _listing(conn, req, "MLSD", _mlsx_renderer(conn, child=True))
+    return None
+
+
+@handler("mlst")
+async def mlst(conn: Connection, req: Request) -> Reply:
+    target = conn.path(req, req.arg.strip() or ".")
+    entry = await conn.storage(conn.storage_io.stat(target))
+    user = conn.user
+    assert user is not None
+    facts = listing.mlsx_facts(entry, conn.session.mlst_facts,
+                               readable=user.can_read(target), writable=user.can_write(target))
+    # RFC 3659 7.2: the entry line starts with a single space.
+    return Reply(250, f"Listing {target}", f" {facts} {target}", "End")
+
+
+@handler("abor")
+async def abor(conn: Connection, req: Request) -> Reply:
+    if await conn.abort_transfer():
+        return Reply(226, "ABOR command successful")
+    if conn.passive is not None or conn.active_target is not None:
+        conn.close_data_channel()
+        return Reply(225, "ABOR command successful; data channel closed")
+    return Reply(225, "No transfer to abort")

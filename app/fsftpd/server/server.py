@@ -1,0 +1,215 @@
+"""The listener: accepts control connections, enforces connection limits, owns the
+sessions and shared state (path-IOs, per-user buckets), and drains on close."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from typing import Any
+
+from ..auth.users import User, UserManager
+from ..protocol.commands import MAX_LINE
+from ..protocol.replies import Reply
+from ..storage.base import AbstractPathIO, StorageContext
+from ..storage.factory import PathIOFactory, adapt_factory, open_home
+from ..transfer.throttle import TokenBucket
+from . import handlers  # noqa: F401  (registers the command handlers)
+from .config import ServerConfig
+from .connection import Connection
+from .events import ConnectionRefused, EventBus
+
+log = logging.getLogger("fsftpd.server")
+
+
+class Limits:
+    """The server-wide speed limits, changeable while the server runs."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.read_speed_limit = config.read_speed_limit
+        self.write_speed_limit = config.write_speed_limit
+        self.read_speed_limit_per_connection = config.read_speed_limit_per_connection
+        self.write_speed_limit_per_connection = config.write_speed_limit_per_connection
+        self.read_bucket = TokenBucket(lambda: self.read_speed_limit)
+        self.write_bucket = TokenBucket(lambda: self.write_speed_limit)
+
+
+class Server:
+    """An FTP server.
+
+    >>> server = Server([User("alice", "secret", base_path="/srv/alice")])
+    >>> await server.start("127.0.0.1", 2121)
+    >>> await server.close()
+
+    ``path_io_factory`` builds the storage for each user's ``base_path``; the default picks
+    the backend from the URL scheme. Options are those of :class:`ServerConfig`.
+    """
+
+    def __init__(self, users: Iterable[User] | None = None, *,
+                 path_io_factory: Any = open_home, config: ServerConfig | None = None,
+                 **options: Any) -> None:
+        known = {f.name for f in fields(ServerConfig)}
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(f"unknown server option(s): {', '.join(sorted(unknown))}")
+        base = config or ServerConfig()
+        self.config = ServerConfig(**{**{f.name: getattr(base, f.name) for f in fields(ServerConfig)},
+                                      **options})
+        self.users = UserManager(users)
+        self.events = EventBus()
+        self.limits = Limits(self.config)
+        self.path_io_factory: PathIOFactory = adapt_factory(path_io_factory)
+        self.storage_context = StorageContext(storage_options=dict(self.config.storage_options))
+        self._path_ios: dict[int, AbstractPathIO] = {}
+        self._ready_roots: set[int] = set()
+        self._user_buckets: dict[int, tuple[TokenBucket, TokenBucket]] = {}
+        self.connections: set[Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._per_ip: collections.Counter[str] = collections.Counter()
+        self._servers: list[asyncio.Server] = []
+        self._ids = itertools.count(1)
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self, host: str | Sequence[str] | None = None, port: int = 2121, **kwargs: Any) -> None:
+        """Listen on ``host`` (None: every IPv4 and IPv6 address) and ``port`` (0: any free
+        port, the same for every address; see :attr:`address`)."""
+        hosts: list[str | None] = [host] if host is None or isinstance(host, str) else list(host)
+        kwargs.setdefault("limit", MAX_LINE + 4)
+        kwargs.setdefault("backlog", 1024)
+        for item in hosts:
+            srv = await asyncio.start_server(self._on_client, item, port, **kwargs)
+            self._servers.append(srv)
+            if port == 0:
+                port = srv.sockets[0].getsockname()[1]
+        for srv in self._servers:
+            for sock in srv.sockets:
+                log.info("listening on %s", sock.getsockname()[:2])
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) of the first listening socket."""
+        sock = self._servers[0].sockets[0]
+        host, port = sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [s for srv in self._servers for s in srv.sockets]  # type: ignore[misc]
+
+    async def serve_forever(self) -> None:
+        await asyncio.gather(*(srv.serve_forever() for srv in self._servers))
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop listening, let running transfers finish (up to ``shutdown_timeout``), send
+        421 to idle sessions, then cut off whatever is left."""
+        self._closing = True
+        for srv in self._servers:
+            srv.close()
+        for conn in list(self.connections):
+            conn.request_shutdown()
+        pending = set(self._tasks)
+        if pending:
+            wait = self.config.shutdown_timeout if timeout is None else timeout
+            _, still = await asyncio.wait(pending, timeout=wait)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await srv.wait_closed()
+        self._servers.clear()
+        for io in self._path_ios.values():
+            with contextlib.suppress(Exception):
+                await io.aclose()
+        self._path_ios.clear()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- connections ---------------------------------------------------------------------
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        ip = peer[0]
+        refusal = self._refusal(ip)
+        if refusal is not None:
+            reason, message = refusal
+            self.events.emit(ConnectionRefused(f"{ip}:{peer[1]}", reason))
+            log.warning("refusing %s: %s", ip, message)
+            with contextlib.suppress(Exception):
+                writer.write(Reply(421, message).encode())
+                await asyncio.wait_for(writer.drain(), 5)
+            writer.close()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(self, reader, writer, next(self._ids))
+        self.connections.add(conn)
+        self._per_ip[ip] += 1
+        self._tasks.add(task)
+        try:
+            await conn.run()
+        finally:
+            self._tasks.discard(task)
+            self.connections.discard(conn)
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+    def _refusal(self, ip: str) -> tuple[str, str] | None:
+        cfg = self.config
+        if self._closing:
+            return "shutdown", "Server shutting down"
+        if cfg.maximum_connections is not None and len(self.connections) >= cfg.maximum_connections:
+            return "server-limit", f"Too many connections ({cfg.maximum_connections}), try again later"
+        limit = cfg.maximum_connections_per_ip
+        if limit is not None and self._per_ip[ip] >= limit:
+            return "ip-limit", f"Too many connections from your address ({limit}), try again later"
+        return None
+
+    def per_ip_count(self, ip: str) -> int:
+        return self._per_ip.get(ip, 0)
+
+    # -- users and storage -------------------------------------------------------------
+    def acquire_user(self, user: User) -> bool:
+        return self.users.try_acquire(user)
+
+    def release_user(self, user: User) -> None:
+        self.users.release(user)
+
+    def user_buckets(self, user: User) -> tuple[TokenBucket, TokenBucket]:
+        """(read, write) buckets shared by all of ``user``'s sessions."""
+        buckets = self._user_buckets.get(id(user))
+        if buckets is None:
+            buckets = (TokenBucket(lambda: user.read_speed_limit),
+                       TokenBucket(lambda: user.write_speed_limit))
+            self._user_buckets[id(user)] = buckets
+        return buckets
+
+    async def path_io_for(self, user: User) -> AbstractPathIO:
+        io = self._path_ios.get(id(user))
+        if io is None:
+            options = {**self.config.storage_options, **user.storage_options}
+            io = self.path_io_factory(user.base_path, storage_options=options, context=self.storage_context)
+            self._path_ios[id(user)] = io
+        if id(user) not in self._ready_roots:
+            await io.ensure_root()
+            self._ready_roots.add(id(user))
+        return io

@@ -1,0 +1,258 @@
+"""Path-IO over a synchronous fsspec filesystem (memory, and any other sync backend).
+
+``FsspecPathIO(fs, root)`` maps virtual "/x" to ``root + "/x"`` on ``fs``. Calls go to a
+worker thread unless the filesystem is known not to block (memory). Uploads are written
+to a hidden temporary name and moved over the target on commit. The S3 path-IO
+(:mod:`fsftpd.storage.s3`) builds on the same entry mapping but talks to s3fs directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import secrets
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from ..protocol.listing import Entry
+from .base import AbstractPathIO, ReadStream, StorageContext, WriteStream
+
+T = TypeVar("T")
+
+TEMP_PREFIX = ".fsftpd-upload-"
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    for key in ("mtime", "LastModified", "last_modified", "modified", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            return value.timestamp()
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return 0.0
+
+
+def entry_from_info(info: dict[str, Any], name: str | None = None) -> Entry:
+    """Turn an fsspec ``info`` dict into an :class:`Entry`."""
+    is_dir = info.get("type") == "directory"
+    full = str(info.get("name", "")).rstrip("/")
+    return Entry(
+        name=name if name is not None else full.rpartition("/")[2],
+        is_dir=is_dir,
+        size=0 if is_dir else int(info.get("size") or 0),
+        mtime=_mtime(info),
+        unique=str(info.get("ETag", "")).strip('"')[:32] if info.get("ETag") else "",
+    )
+
+
+class FsspecPathIO(AbstractPathIO):
+    """A home at ``root`` on any synchronous fsspec filesystem ``fs``."""
+
+    def __init__(self, fs: Any, root: str = "", *, blocking: bool = True) -> None:
+        self.fs = fs
+        self._root = root.rstrip("/")
+        self.root = f"{getattr(fs, 'protocol', 'fsspec')}:{self._root or '/'}"
+        self._blocking = blocking
+
+    def _p(self, path: str) -> str:
+        return self._root + path if path != "/" else (self._root or "/")
+
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if not self._blocking:
+            return func(*args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(None, partial(func, *args, **kwargs))
+
+    async def stat(self, path: str) -> Entry:
+        real = self._p(path)
+        try:
+            info = await self._call(self.fs.info, real)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory") from None
+        entry = entry_from_info(info)
+        if path == "/":
+            return Entry("/", True, 0, entry.mtime)
+        return entry
+
+    async def list(self, path: str) -> AsyncIterator[Entry]:
+        entry = await self.stat(path)
+        if not entry.is_dir:
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory")
+        infos = await self._call(self.fs.ls, self._p(path), detail=True)
+        for info in infos:
+            item = entry_from_info(info)
+            if item.name.startswith(TEMP_PREFIX) or not item.name:
+                continue
+            yield item
+
+    async def _parent_is_dir(self, path: str) -> None:
+        parent = path.rpartition("/")[0] or "/"
+        if not await self.is_dir(parent):
+            raise FileNotFoundError(errno.ENOENT, "Parent directory does not exist")
+
+    async def mkdir(self, path: str) -> None:
+        if await self.exists(path):
+            raise FileExistsError(errno.EEXIST, "File exists")
+        await self._parent_is_dir(path)
+        await self._call(self.fs.mkdir, self._p(path), create_parents=False)
+
+    async def rmdir(self, path: str) -> None:
+        entry = await self.stat(path)
+        if not entry.is_dir:
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory")
+        async for _ in self.list(path):
+            raise OSError(errno.ENOTEMPTY, "Directory not empty")
+        await self._call(self.fs.rmdir, self._p(path))
+
+    async def unlink(self, path: str) -> None:
+        entry = await self.stat(path)
+        if entry.is_dir:
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        await self._call(self.fs.rm_file, self._p(path))
+
+    async def rename(self, source: str, target: str) -> None:
+        src = await self.stat(source)
+        await self._parent_is_dir(target)
+        if await self.is_dir(target) and not src.is_dir:
+            raise IsADirectoryError(errno.EISDIR, "Target is a directory")
+        await self._call(self.fs.mv, self._p(source), self._p(target), recursive=src.is_dir)
+
+    async def set_mtime(self, path: str, mtime: float) -> None:
+        await self.stat(path)
+        raise NotImplementedError("This storage cannot set modification times")
+
+    async def open_read(self, path: str, offset: int = 0) -> ReadStream:
+        entry = await self.stat(path)
+        if entry.is_dir:
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        handle = await self._call(self.fs.open, self._p(path), "rb")
+        if offset:
+            await self._call(handle.seek, offset)
+        return FsspecReadStream(handle, self._call)
+
+    async def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> WriteStream:
+        if await self.is_dir(path):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        await self._parent_is_dir(path)
+        parent = path.rpartition("/")[0]
+        temp = f"{parent}/{TEMP_PREFIX}{secrets.token_hex(8)}"
+        handle = await self._call(self.fs.open, self._p(temp), "wb")
+        stream = FsspecWriteStream(self, handle, temp, path)
+        keep = None if append else offset
+        if keep is None or keep > 0:
+            try:
+                await stream.copy_prefix(keep)
+            except BaseException:
+                await stream.abort()
+                raise
+        return stream
+
+
+class FsspecReadStream(ReadStream):
+    def __init__(self, handle: Any, call: Callable[..., Any]) -> None:
+        self._handle = handle
+        self._call = call
+
+    async def read(self, size: int) -> bytes:
+        data: bytes = await self._call(self._handle.read, size)
+        return data
+
+    async def close(self) -> None:
+        await self._call(self._handle.close)
+
+
+class FsspecWriteStream(WriteStream):
+    def __init__(self, owner: FsspecPathIO, handle: Any, temp: str, path: str) -> None:
+        self._owner = owner
+        self._handle = handle
+        self._temp = temp
+        self._path = path
+        self._written = 0
+        self._done = False
+
+    async def copy_prefix(self, keep: int | None) -> None:
+        try:
+            source = await self._owner.open_read(self._path)
+        except FileNotFoundError:
+            if keep:
+                raise
+            return
+        try:
+            size = (await self._owner.stat(self._path)).size
+            remaining = size if keep is None else keep
+            if remaining > size:
+                raise OSError(errno.EINVAL, "Restart offset beyond end of file")
+            while remaining > 0:
+                block = await source.read(min(remaining, 1 << 20))
+                if not block:
+                    break
+                await self.write(block)
+                remaining -= len(block)
+        finally:
+            await source.close()
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await self._owner._call(self._handle.write, bytes(data))
+        self._written += len(data)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._written
+
+    async def commit(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await self._owner._call(self._handle.close)
+            await self._owner._call(self._owner.fs.mv, self._owner._p(self._temp), self._owner._p(self._path))
+        except BaseException:
+            await self._remove_temp()
+            raise
+
+    async def _remove_temp(self) -> None:
+        try:
+            await self._owner._call(self._owner.fs.rm_file, self._owner._p(self._temp))
+        except (OSError, KeyError):
+            pass
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await self._owner._call(self._handle.close)
+        finally:
+            await self._remove_temp()
+
+
+def _new_memory_fs() -> Any:
+    """A MemoryFileSystem with its own store: fsspec's class keeps one global store."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    cls = type("ServerMemoryFileSystem", (MemoryFileSystem,), {"store": {}, "pseudo_dirs": [""]})
+    return cls(skip_instance_cache=True)
+
+
+class MemoryPathIO(FsspecPathIO):
+    """A home in memory. Path-IOs built with the same :class:`StorageContext` (one per
+    server) share one store; different servers never see each other's files."""
+
+    def __init__(self, root: str = "/", *, context: StorageContext | None = None) -> None:
+        if root.startswith("memory://"):
+            root = root[len("memory://") :]
+        root = "/" + root.strip("/") if root.strip("/") else ""
+        if context is None:
+            fs = _new_memory_fs()
+        else:
+            fs = context.cache.get("memory-fs")
+            if fs is None:
+                fs = context.cache["memory-fs"] = _new_memory_fs()
+        super().__init__(fs, root, blocking=False)
+        if root and not fs.exists(root):
+            fs.makedirs(root, exist_ok=True)

@@ -1,0 +1,306 @@
+"""Local-disk path-IO. Blocking calls run in worker threads; the event loop never waits
+on the disk.
+
+Invariants:
+- every real path is ``root + virtual path``, and its resolved form (symlinks followed)
+  must stay inside the resolved root, else PermissionError: a symlink cannot lead out;
+- uploads go to a hidden temporary file in the target's directory and are renamed over
+  the target on commit (atomic on POSIX); abort unlinks the temporary file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import secrets
+import stat as stat_mod
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import TypeVar
+
+from ..protocol.listing import Entry
+from .base import AbstractPathIO, ReadStream, WriteStream
+
+T = TypeVar("T")
+
+TEMP_PREFIX = ".fsftpd-upload-"
+LIST_BATCH = 512
+
+
+async def _run(func: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, partial(func, *args))
+
+
+def _entry(name: str, st: os.stat_result) -> Entry:
+    is_dir = stat_mod.S_ISDIR(st.st_mode)
+    return Entry(
+        name=name,
+        is_dir=is_dir,
+        size=0 if is_dir else st.st_size,
+        mtime=st.st_mtime,
+        mode=st.st_mode & 0o777,
+        nlink=st.st_nlink,
+        unique=f"{st.st_dev:x}g{st.st_ino:x}",
+    )
+
+
+class PathIO(AbstractPathIO):
+    """A home on local disk rooted at ``root`` (a directory path or ``file://`` URL)."""
+
+    def __init__(self, root: str = ".") -> None:
+        if root.startswith("file://"):
+            root = root[len("file://") :] or "/"
+        self.root = os.path.abspath(root)
+        self._real_root = os.path.realpath(self.root)
+
+    async def ensure_root(self) -> None:
+        def make() -> str:
+            os.makedirs(self.root, exist_ok=True)
+            return os.path.realpath(self.root)
+
+        self._real_root = await _run(make)
+
+    # -- path mapping ------------------------------------------------------------
+    def _real(self, path: str) -> str:
+        return os.path.join(self.root, path.lstrip("/")) if path != "/" else self.root
+
+    def _check_inside(self, real: str, *, must_exist_parent_only: bool = False) -> None:
+        target = os.path.dirname(real) if must_exist_parent_only else real
+        resolved = os.path.realpath(target)
+        if resolved != self._real_root and not resolved.startswith(self._real_root + os.sep):
+            raise PermissionError(errno.EACCES, "Path leads outside the home directory")
+
+    def _safe(self, path: str, *, parent_only: bool = False) -> str:
+        real = self._real(path)
+        self._check_inside(real, must_exist_parent_only=parent_only)
+        return real
+
+    # -- metadata ----------------------------------------------------------------
+    def _stat(self, path: str) -> Entry:
+        real = self._safe(path)
+        return _entry(os.path.basename(real.rstrip("/")) or "/", os.stat(real))
+
+    async def stat(self, path: str) -> Entry:
+        return await _run(self._stat, path)
+
+    def _scan(self, path: str) -> tuple[os.DirEntry[str], ...] | None:
+        real = self._safe(path)
+        if not os.path.isdir(real):
+            if os.path.exists(real):
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory")
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+        return None
+
+    @staticmethod
+    def _batch(iterator: object) -> list[Entry]:
+        it = iterator  # an os.scandir iterator
+        out: list[Entry] = []
+        for item in it:  # type: ignore[attr-defined]
+            if item.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                st = item.stat(follow_symlinks=True)
+            except OSError:
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+            out.append(_entry(item.name, st))
+            if len(out) >= LIST_BATCH:
+                break
+        return out
+
+    async def list(self, path: str) -> AsyncIterator[Entry]:
+        await _run(self._scan, path)
+        iterator = await _run(os.scandir, self._real(path))
+        try:
+            while True:
+                batch = await _run(self._batch, iterator)
+                if not batch:
+                    break
+                for entry in batch:
+                    yield entry
+        finally:
+            iterator.close()
+
+    # -- namespace changes ----------------------------------------------------------
+    async def mkdir(self, path: str) -> None:
+        await _run(lambda: os.mkdir(self._safe(path, parent_only=True)))
+
+    async def rmdir(self, path: str) -> None:
+        await _run(lambda: os.rmdir(self._safe(path)))
+
+    def _unlink(self, path: str) -> None:
+        real = self._safe(path, parent_only=True)
+        if os.path.isdir(real) and not os.path.islink(real):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        os.unlink(real)
+
+    async def unlink(self, path: str) -> None:
+        await _run(self._unlink, path)
+
+    def _rename(self, source: str, target: str) -> None:
+        src = self._safe(source, parent_only=True)
+        dst = self._safe(target, parent_only=True)
+        if not os.path.lexists(src):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+        if os.path.isdir(dst) and not os.path.isdir(src):
+            raise IsADirectoryError(errno.EISDIR, "Target is a directory")
+        os.rename(src, dst)
+
+    async def rename(self, source: str, target: str) -> None:
+        await _run(self._rename, source, target)
+
+    async def set_mtime(self, path: str, mtime: float) -> None:
+        def _set() -> None:
+            real = self._safe(path)
+            st = os.stat(real)
+            os.utime(real, (st.st_atime, mtime))
+
+        await _run(_set)
+
+    # -- data --------------------------------------------------------------------
+    def _open_read(self, path: str, offset: int) -> int:
+        real = self._safe(path)
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if stat_mod.S_ISDIR(os.fstat(fd).st_mode):
+                raise IsADirectoryError(errno.EISDIR, "Is a directory")
+            if offset:
+                os.lseek(fd, offset, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    async def open_read(self, path: str, offset: int = 0) -> ReadStream:
+        return LocalReadStream(await _run(self._open_read, path, offset))
+
+    def _open_write(self, path: str, keep: int | None) -> tuple[int, str, str]:
+        real = self._safe(path, parent_only=True)
+        if os.path.isdir(real):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        directory = os.path.dirname(real)
+        temp = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            if keep is None or keep > 0:
+                self._copy_prefix(real, fd, keep)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
+        return fd, temp, real
+
+    @staticmethod
+    def _copy_prefix(real: str, fd: int, keep: int | None) -> None:
+        """Copy the first ``keep`` bytes (all when None) of the existing file into ``fd``."""
+        try:
+            src = os.open(real, os.O_RDONLY)
+        except FileNotFoundError:
+            if keep:
+                raise
+            return
+        try:
+            size = os.fstat(src).st_size
+            remaining = size if keep is None else keep
+            if remaining > size:
+                raise OSError(errno.EINVAL, "Restart offset beyond end of file")
+            offset = 0
+            while remaining > 0:
+                try:
+                    copied = os.copy_file_range(src, fd, remaining, offset, offset)
+                except OSError:
+                    copied = os.write(fd, os.pread(src, min(remaining, 1 << 20), offset))
+                if copied == 0:
+                    break
+                offset += copied
+                remaining -= copied
+            os.lseek(fd, offset, os.SEEK_SET)
+        finally:
+            os.close(src)
+
+    async def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> WriteStream:
+        keep = None if append else offset
+        fd, temp, real = await _run(self._open_write, path, keep)
+        return LocalWriteStream(fd, temp, real)
+
+
+class AsyncPathIO(PathIO):
+    """Local disk with every blocking call in a worker thread.
+
+    Kept under the seed's name; :class:`PathIO` already never blocks the loop, so the two
+    behave the same.
+    """
+
+
+class LocalReadStream(ReadStream):
+    block_size = 1024 * 1024
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def read(self, size: int) -> bytes:
+        return await _run(os.read, self._fd, size)
+
+    def fileno(self) -> int | None:
+        return self._fd
+
+    async def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
+class LocalWriteStream(WriteStream):
+    def __init__(self, fd: int, temp: str, real: str) -> None:
+        self._fd = fd
+        self._temp = temp
+        self._real = real
+        self._written = 0
+
+    def _write_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await _run(self._write_all, data)
+        self._written += len(data)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._written
+
+    def _finish(self, keep: bool) -> None:
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        try:
+            os.close(fd)
+        finally:
+            if keep:
+                os.rename(self._temp, self._real)
+            else:
+                try:
+                    os.unlink(self._temp)
+                except FileNotFoundError:
+                    pass
+
+    async def commit(self) -> None:
+        try:
+            await _run(self._finish, True)
+        except BaseException:
+            await _run(self._cleanup)
+            raise
+
+    def _cleanup(self) -> None:
+        try:
+            os.unlink(self._temp)
+        except OSError:
+            pass
+
+    async def abort(self) -> None:
+        await _run(self._finish, False)

@@ -1,0 +1,1 @@
+"""The data plane: data channels, copy loops and throttles."""

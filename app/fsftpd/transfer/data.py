@@ -1,0 +1,180 @@
+"""Data connections: passive listeners (PASV/EPSV) and active connects (PORT/EPRT).
+
+Invariants:
+- a passive listener accepts exactly one connection, and only from the control
+  connection's peer address (no data theft by a third host);
+- an active connection only goes to the control connection's peer address and to an
+  unprivileged port (RFC 2577: no FTP bounce);
+- every socket handed out is non-blocking and closed by whoever holds it last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import socket
+from collections.abc import Sequence
+
+from ..protocol.errors import FtpError
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def tune(sock: socket.socket) -> None:
+    """Large socket buffers and no Nagle: bulk transfers stay at loopback speed."""
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
+def same_host(a: str, b: str) -> bool:
+    try:
+        ia, ib = ipaddress.ip_address(a.split("%")[0]), ipaddress.ip_address(b.split("%")[0])
+    except ValueError:
+        return a == b
+    if isinstance(ia, ipaddress.IPv6Address) and ia.ipv4_mapped:
+        ia = ia.ipv4_mapped
+    if isinstance(ib, ipaddress.IPv6Address) and ib.ipv4_mapped:
+        ib = ib.ipv4_mapped
+    return ia == ib
+
+
+class PassiveListener:
+    """A listening socket for one data connection."""
+
+    def __init__(self, sock: socket.socket, peer_host: str) -> None:
+        self.sock = sock
+        self.peer_host = peer_host
+        self.port: int = sock.getsockname()[1]
+
+    @classmethod
+    def open(cls, local_host: str, peer_host: str, ports: Sequence[int] | None) -> PassiveListener:
+        family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
+        candidates: Sequence[int] = [0]
+        if ports:
+            candidates = random.sample(list(ports), len(ports))
+        last: OSError | None = None
+        for port in candidates:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tune(sock)
+                sock.bind((local_host, port))
+                sock.listen(4)
+                sock.setblocking(False)
+                return cls(sock, peer_host)
+            except OSError as exc:
+                sock.close()
+                last = exc
+        raise FtpError(425, f"Cannot open passive connection: {last.strerror if last else 'no port'}")
+
+    async def accept(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, addr = await loop.sock_accept(self.sock)
+            if same_host(addr[0], self.peer_host):
+                conn.setblocking(False)
+                tune(conn)
+                return conn
+            # A connection from another host: refuse it and keep waiting for the client.
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def parse_port(arg: str) -> tuple[str, int]:
+    """PORT h1,h2,h3,h4,p1,p2 (RFC 959 4.1.2)."""
+    parts = arg.strip().split(",")
+    if len(parts) != 6:
+        raise FtpError(501, "PORT needs h1,h2,h3,h4,p1,p2")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise FtpError(501, "PORT needs numbers") from None
+    if any(not 0 <= n <= 255 for n in nums):
+        raise FtpError(501, "PORT numbers must be 0-255")
+    return ".".join(map(str, nums[:4])), nums[4] * 256 + nums[5]
+
+
+def parse_eprt(arg: str) -> tuple[str, int]:
+    """EPRT |af|addr|port| (RFC 2428 section 2)."""
+    arg = arg.strip()
+    if len(arg) < 7:
+        raise FtpError(501, "Bad EPRT argument")
+    delim = arg[0]
+    fields = arg.split(delim)
+    if len(fields) != 5 or fields[0] or fields[4]:
+        raise FtpError(501, "Bad EPRT argument")
+    af, host, port_text = fields[1:4]
+    if af not in ("1", "2"):
+        raise FtpError(522, "Network protocol not supported, use (1,2)")
+    try:
+        addr = ipaddress.ip_address(host)
+        port = int(port_text)
+    except ValueError:
+        raise FtpError(501, "Bad EPRT address or port") from None
+    if (af == "1") != (addr.version == 4) or not 0 < port < 65536:
+        raise FtpError(501, "Bad EPRT address or port")
+    return host, port
+
+
+def check_active_target(host: str, port: int, peer_host: str) -> None:
+    if not same_host(host, peer_host):
+        raise FtpError(501, "Active mode only to the client's own address (RFC 2577)")
+    if port < 1024:
+        raise FtpError(501, "Active mode to a privileged port is refused (RFC 2577)")
+
+
+async def connect_active(host: str, port: int, local_host: str) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        tune(sock)
+        if (":" in local_host) == (family == socket.AF_INET6):
+            try:
+                sock.bind((local_host, 0))
+            except OSError:
+                pass
+        await loop.sock_connect(sock, (host, port))
+    except OSError as exc:
+        sock.close()
+        raise FtpError(425, f"Cannot open data connection: {exc.strerror or exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def pasv_reply_address(host: str) -> str:
+    """The dotted quad for a 227 reply; IPv4-mapped IPv6 is unwrapped."""
+    try:
+        addr = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        raise FtpError(425, "Cannot use PASV with a host name") from None
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is None:
+            raise FtpError(522, "PASV is IPv4 only; use EPSV (RFC 2428)")
+        addr = addr.ipv4_mapped
+    return str(addr)
+
+
+__all__ = [
+    "PassiveListener",
+    "check_active_target",
+    "connect_active",
+    "parse_eprt",
+    "parse_port",
+    "pasv_reply_address",
+    "same_host",
+    "tune",
+]
