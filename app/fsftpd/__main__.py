@@ -17,7 +17,9 @@ from . import Permission, Server, User
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="fsftpd", description="Serve a directory (or any fsspec URL) over FTP")
+    parser = argparse.ArgumentParser(
+        prog="fsftpd", description="Serve a directory (or any fsspec URL) over FTP"
+    )
     parser.add_argument("root", nargs="?", default="./ftp-data",
                         help="home directory or URL (file://, memory://, s3://); default ./ftp-data")
     parser.add_argument("--host", default=None, help="address to listen on (default: all, IPv4 and IPv6)")
@@ -35,6 +37,10 @@ def build_server(args: argparse.Namespace) -> Server:
     perms = [Permission("/", readable=True, writable=not args.read_only)]
     login = None if args.anonymous else args.user
     user = User(login, None if args.anonymous else args.password, base_path=args.root, permissions=perms)
+    import os
+
+    if "://" not in args.root:
+        os.makedirs(args.root, exist_ok=True)
     ports = None
     if args.passive_ports:
         low, _, high = args.passive_ports.partition("-")
@@ -49,7 +55,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    host, port = server.address
+    port = server.address[1]
     logging.getLogger("fsftpd").info("serving %s on port %d", args.root, port)
     await stop.wait()
     await server.close()

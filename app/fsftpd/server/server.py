@@ -100,7 +100,7 @@ class Server:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return [s for srv in self._servers for s in srv.sockets]  # type: ignore[misc]
+        return [s for srv in self._servers for s in srv.sockets]
 
     async def serve_forever(self) -> None:
         await asyncio.gather(*(srv.serve_forever() for srv in self._servers))

@@ -51,8 +51,6 @@ def open_home(base_path: str, *, storage_options: dict[str, Any], context: Stora
 
 def adapt_factory(factory: Any) -> PathIOFactory:
     """Accept the seed's style too: a path-IO *class* taking just the root path."""
-    if factory is open_home:
-        return open_home
     from .fsspec_io import MemoryPathIO
     from .local import PathIO
 
@@ -68,4 +66,5 @@ def adapt_factory(factory: Any) -> PathIOFactory:
             return factory(base_path)
 
         return make_local
-    return factory  # type: ignore[no-any-return]
+    custom: PathIOFactory = factory
+    return custom
