@@ -100,9 +100,9 @@ class UserManager:
 
     def find(self, login: str) -> User | None:
         user = self._by_login.get(login)
-        if user is None and self._anonymous is not None:
-            if login.lower() in ("anonymous", "ftp") or not self._by_login:
-                return self._anonymous
+        anonymous_name = login.lower() in ("anonymous", "ftp") or not self._by_login
+        if user is None and self._anonymous is not None and anonymous_name:
+            return self._anonymous
         return user
 
     def needs_password(self, user: User) -> bool:

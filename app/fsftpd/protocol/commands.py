@@ -8,9 +8,11 @@ place (see ``check_preconditions``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import FtpError
+from .listing import MLST_FACTS
 
 MAX_LINE = 8192
 
@@ -61,7 +63,7 @@ def _spec(
     return CommandSpec(verb, arg, login, access, help_text, handler or verb.lower(), during_transfer)
 
 
-N, O, R = Arg.NONE, Arg.OPTIONAL, Arg.REQUIRED
+N, O, R = Arg.NONE, Arg.OPTIONAL, Arg.REQUIRED  # noqa: E741 (short names keep the table readable)
 _none, _read, _write = Access.NONE, Access.READ, Access.WRITE
 
 COMMANDS: dict[str, CommandSpec] = {
@@ -116,7 +118,9 @@ COMMANDS: dict[str, CommandSpec] = {
 }
 
 # Recognised but deliberately not implemented: 502 rather than 500 (RFC 959 4.2).
-NOT_IMPLEMENTED = frozenset({"ACCT", "AUTH", "ADAT", "SMNT", "SITE", "LPRT", "LPSV", "PBSZ", "PROT", "CCC", "MIC", "CONF", "ENC"})
+NOT_IMPLEMENTED = frozenset(
+    {"ACCT", "AUTH", "ADAT", "SMNT", "SITE", "LPRT", "LPSV", "PBSZ", "PROT", "CCC", "MIC", "CONF", "ENC"}
+)
 
 # RFC 959 Telnet IAC sequences clients may send before ABOR (IP, Synch).
 _TELNET_NOISE = bytes([0xFF, 0xF4, 0xF2, 0xFD, 0xFB, 0xFC, 0xFE])
@@ -161,14 +165,17 @@ def lookup(command: Command) -> CommandSpec:
     return spec
 
 
-def feature_lines() -> list[str]:
-    """FEAT body (RFC 2389): exactly the extensions implemented."""
+def feature_lines(mlst_enabled: Iterable[str] = MLST_FACTS) -> list[str]:
+    """FEAT body (RFC 2389): exactly the extensions implemented. The MLST line marks the
+    facts currently enabled (by OPTS MLST) with ``*`` (RFC 3659 7.8)."""
+    enabled = set(mlst_enabled)
+    facts = "".join(f"{f}{'*' if f in enabled else ''};" for f in MLST_FACTS)
     return [
         "EPRT",
         "EPSV",
         "MDTM",
         "MFMT",
-        "MLST type*;size*;modify*;perm*;unique*;",
+        f"MLST {facts}",
         "REST STREAM",
         "SIZE",
         "TVFS",

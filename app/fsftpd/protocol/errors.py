@@ -53,6 +53,8 @@ _ERRNO_TABLE: dict[int, tuple[int, str]] = {
     errno.ENETUNREACH: (451, "Storage backend unreachable"),
     errno.EIO: (451, "Storage I/O error"),
     errno.ENOTSUP: (502, "Operation not supported by this storage"),
+    # RFC 959 reply 554: "Requested action not taken: invalid REST parameter".
+    errno.ESPIPE: (554, "Restart offset not usable"),
 }
 
 _CLASS_TABLE: tuple[tuple[type[BaseException], tuple[int, str]], ...] = (

@@ -5,6 +5,7 @@ Locale-independent: month names come from a fixed table, never from ``strftime("
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,17 +35,27 @@ def unix_mode(entry: Entry, writable: bool) -> str:
         bits = 0o755 if entry.is_dir else 0o644
         if not writable:
             bits &= 0o555
-    kind = "d" if entry.is_dir else "-"
-    chars = "".join(
-        (c if bits & (1 << (8 - i)) else "-") for i, c in enumerate("rwxrwxrwx")
-    )
-    return kind + chars
+    return _mode_string(bits, entry.is_dir)
+
+
+# The formatting helpers below are cached: a listing of thousands of entries repeats a
+# handful of modes and, mostly, a few distinct minutes/seconds.
+@functools.lru_cache(maxsize=1024)
+def _mode_string(bits: int, is_dir: bool) -> str:
+    kind = "d" if is_dir else "-"
+    return kind + "".join((c if bits & (1 << (8 - i)) else "-") for i, c in enumerate("rwxrwxrwx"))
 
 
 def ls_time(mtime: float, now: float) -> str:
-    t = time.gmtime(max(mtime, 0))
+    recent = now - SIX_MONTHS < mtime <= now + 3600
+    return _ls_stamp(int(max(mtime, 0)) // 60, recent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ls_stamp(minute: int, recent: bool) -> str:
+    t = time.gmtime(minute * 60)
     month = MONTHS[t.tm_mon - 1]
-    if now - SIX_MONTHS < mtime <= now + 3600:
+    if recent:
         return f"{month} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}"
     return f"{month} {t.tm_mday:2d}  {t.tm_year}"
 
@@ -59,10 +70,14 @@ def list_line(entry: Entry, now: float, writable: bool = True, owner: str = "ftp
 
 def mlsx_time(mtime: float) -> str:
     """RFC 3659 time-val: YYYYMMDDHHMMSS[.sss] in UTC."""
-    t = time.gmtime(max(mtime, 0))
     frac = int((mtime % 1) * 1000) if mtime > 0 else 0
-    base = time.strftime("%Y%m%d%H%M%S", t)
+    base = _mdtm_stamp(int(max(mtime, 0)))
     return f"{base}.{frac:03d}" if frac else base
+
+
+@functools.lru_cache(maxsize=4096)
+def _mdtm_stamp(seconds: int) -> str:
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(seconds))
 
 
 def mdtm_time(mtime: float) -> str:

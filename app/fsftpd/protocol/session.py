@@ -70,9 +70,9 @@ class Session:
     def before(self, verb: str) -> None:
         """Apply the sequencing table before ``verb`` runs; raise 503 on a bad sequence."""
         needed = REQUIRES.get(verb)
-        if needed is not None and self.last_verb != needed[0]:
-            if not (verb == "PASS" and self.login is Login.AWAITING_PASS):
-                raise FtpError(503, needed[1])
+        if (needed is not None and self.last_verb != needed[0]
+                and not (verb == "PASS" and self.login is Login.AWAITING_PASS)):
+            raise FtpError(503, needed[1])
         if self.last_verb == "RNFR" and verb != "RNTO":
             self.rename_from = None
         if self.epsv_all and verb in ("PASV", "PORT", "EPRT"):

@@ -89,9 +89,11 @@ class Connection:
         self.active_target: tuple[str, int] | None = None
         self.transfer: asyncio.Task[None] | None = None
         self._abort_requested = False
+        self._committing = False  # the upload is all in; storage is making it visible
         self._shutting_down = False
         self.closing = False
         self.started = time.monotonic()
+        self.last_activity = self.started  # last reply or transfer end (for idle_timeout)
         self.deadlines = Deadlines(self.config.socket_timeout, self.config.path_timeout)
         # Per-connection buckets (server-wide per-connection limits, then the user's).
         self.read_bucket = TokenBucket(lambda: server.limits.read_speed_limit_per_connection)
@@ -138,6 +140,8 @@ class Connection:
         if self.writer.is_closing():
             return
         self.writer.write(reply.encode())
+        if not self.writer.transport.get_write_buffer_size():
+            return  # all sent already (the usual case): nothing to drain
         timeout = self.config.socket_timeout
         try:
             if timeout is None:
@@ -171,27 +175,49 @@ class Connection:
             await self._cleanup()
 
     async def _read_line(self) -> bytes | None:
+        """The next command line, or None when the session should end. Silence longer than
+        ``idle_timeout`` since the last reply or the end of the last transfer gets 421."""
         idle = self.config.idle_timeout
+        self.last_activity = time.monotonic()
+        wait = idle
         while True:
             try:
-                if idle is None:
+                if wait is None:
                     return await self.reader.readuntil(b"\n")
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout(wait):
                     return await self.reader.readuntil(b"\n")
             except TimeoutError:
+                assert idle is not None
                 if self.transfer is not None and not self.transfer.done():
+                    wait = idle
                     continue  # a running transfer is not idle
-                log.info("session %d: idle for %ss, closing", self.id, idle)
-                await self.reply(Reply(421, f"Idle timeout ({idle:g} s), closing control connection"))
+                wait = self.last_activity + idle - time.monotonic()
+                if wait > 0:
+                    continue  # a transfer ended meanwhile: idle counts from its end
+                await self._idle_close(idle)
                 return None
             except asyncio.IncompleteReadError:
                 return None
             except asyncio.LimitOverrunError as exc:
-                await self._discard_long_line(exc.consumed)
+                # Reply first: a client that sent a huge line without a newline is
+                # waiting for an answer, not sending the rest.
                 await self.reply(Reply(500, f"Command line too long (limit {MAX_LINE} bytes)"))
                 log.warning("session %d: over-long command line discarded", self.id)
+                try:  # waiting for the rest of the line is waiting for the client: idle rules
+                    async with asyncio.timeout(idle):
+                        await self._discard_long_line(exc.consumed)
+                except TimeoutError:
+                    assert idle is not None
+                    await self._idle_close(idle)
+                    return None
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return None
             except ConnectionError:
                 return None
+
+    async def _idle_close(self, idle: float) -> None:
+        log.info("session %d: idle for %ss, closing", self.id, idle)
+        await self.reply(Reply(421, f"Idle timeout ({idle:g} s), closing control connection"))
 
     async def _discard_long_line(self, consumed: int) -> None:
         """Drop buffered bytes up to and including the next newline, in bounded steps."""
@@ -230,11 +256,17 @@ class Connection:
             log.log(level, "session %d: %s failed: %r -> %s", self.id, verb, exc, reply)
         if verb:
             self.session.after(verb)
+        if reply is None and self.transfer is not None and not self.transfer.done():
+            # Let the new transfer task take its first step before the next line is read:
+            # a task cancelled before it starts (an ABOR pipelined right behind STOR, or the
+            # client vanishing) would never run its cleanup (temp file, open file).
+            await asyncio.sleep(0)
         if reply is not None:
             await self.reply(reply)
-            self.server.events.emit(
-                CommandDone(self.id, self.user_name, verb or "?", reply.code, time.perf_counter() - started)
-            )
+            events = self.server.events
+            if events.observers:
+                events.emit(CommandDone(self.id, self.user_name, verb or "?", reply.code,
+                                        time.perf_counter() - started))
 
     # -- data connections ------------------------------------------------------------
     def close_data_channel(self) -> None:
@@ -324,44 +356,51 @@ class Connection:
         sock: socket.socket | None = None
         reply = success or Reply(226, "Transfer complete")
         ok = False
+        cancelled: asyncio.CancelledError | None = None
         try:
             await self.reply(preliminary)
-            try:
-                sock = await self._open_data()
-                moved = await data_phase(sock)
-                if direction == "upload":
-                    self._check_clean_close(sock)
-                if finish is not None:
+            sock = await self._open_data()
+            moved = await data_phase(sock)
+            if direction == "upload":
+                self._check_clean_close(sock)
+            if finish is not None:
+                self._committing = True
+                try:
                     await self.storage(finish())
-                ok = True
-            except asyncio.CancelledError:
-                if not self._abort_requested:
-                    raise
-                reply = reply_for_exception(TransferAborted())
-            except (FtpError, DataConnectionError) as exc:
-                reply = reply_for_exception(exc)
-            except Exception as exc:
-                reply = reply_for_exception(exc)
-                log.warning("session %d: %s %s failed: %r", self.id, verb, path, exc)
-            if not ok and fail is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.storage(fail()))
-            if release is not None:
-                with contextlib.suppress(Exception):
-                    await release()
-            if sock is not None:
-                sock.close()
-                sock = None
+                finally:
+                    self._committing = False
+            ok = True
+        except asyncio.CancelledError as exc:
+            reply = reply_for_exception(TransferAborted())
+            task = asyncio.current_task()
+            if self._abort_requested and task is not None:
+                task.uncancel()  # our own ABOR: handled here, the task ends normally
+            else:
+                cancelled = exc  # server shutdown: clean up, then let it propagate
+        except (FtpError, DataConnectionError) as exc:
+            reply = reply_for_exception(exc)
+        except Exception as exc:
+            reply = reply_for_exception(exc)
+            log.warning("session %d: %s %s failed: %r", self.id, verb, path, exc)
+        # Cleanup runs on every path: an aborted upload must never stay half-written.
+        if sock is not None:
+            sock.close()
+        if not ok and fail is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.storage(fail()))
+        if release is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(release())
+        with contextlib.suppress(Exception):
             await self.reply(reply)
-        finally:
-            if sock is not None:
-                sock.close()
-            self.server.events.emit(TransferFinished(
-                self.id, self.user_name, verb, path, direction, moved,
-                time.perf_counter() - started, ok, reply.code,
-            ))
-            log.info("session %d: %s %s %s bytes -> %d", self.id, verb, path, moved, reply.code)
-            self.transfer_done()
+        self.server.events.emit(TransferFinished(
+            self.id, self.user_name, verb, path, direction, moved,
+            time.perf_counter() - started, ok, reply.code,
+        ))
+        log.info("session %d: %s %s %s bytes -> %d", self.id, verb, path, moved, reply.code)
+        self.transfer_done()
+        if cancelled is not None:
+            raise cancelled
 
     @staticmethod
     def _check_clean_close(sock: socket.socket) -> None:
@@ -387,11 +426,18 @@ class Connection:
         task = self.transfer
         if task is None or task.done():
             return False
+        if self._committing:
+            # Every byte arrived and storage is committing the upload: too late to abort
+            # (cancelling now could report 426 for a file that is committed anyway). Let
+            # it finish and send its own reply; ABOR then finds nothing to abort.
+            await asyncio.wait([task])
+            return False
         self._abort_requested = True
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        self._abort_requested = False
+        try:
+            await asyncio.wait([task])  # the task replies 426 itself
+        finally:
+            self._abort_requested = False
         return True
 
     # -- shutdown ----------------------------------------------------------------------
@@ -421,6 +467,7 @@ class Connection:
         log.info("session %d: closed", self.id)
 
     def transfer_done(self) -> None:
+        self.last_activity = time.monotonic()
         if self._shutting_down and self._main is not None:
             self._main.cancel()
 

@@ -118,9 +118,44 @@ class FsspecPathIO(AbstractPathIO):
     async def rename(self, source: str, target: str) -> None:
         src = await self.stat(source)
         await self._parent_is_dir(target)
-        if await self.is_dir(target) and not src.is_dir:
+        if source == target:
+            return
+        target_is_dir = await self.is_dir(target)
+        if target_is_dir and not src.is_dir:
             raise IsADirectoryError(errno.EISDIR, "Target is a directory")
-        await self._call(self.fs.mv, self._p(source), self._p(target), recursive=src.is_dir)
+        if target_is_dir:
+            # POSIX rename(2), as on local disk: a directory replaces an *empty* directory;
+            # fsspec's mv would move the source inside the target instead.
+            await self.rmdir(target)
+        elif src.is_dir and await self.exists(target):
+            raise NotADirectoryError(errno.ENOTDIR, "Target is not a directory")
+        await self._call(self._move, self._p(source), self._p(target), src.is_dir)
+
+    def _move(self, src: str, dst: str, is_dir: bool) -> None:
+        """Move by exact names. fsspec's ``mv`` expands ``*``, ``?`` and ``[...]`` in names
+        as glob patterns: "photo [1].jpg" would not be found, "a*" would move others too."""
+        fs = self.fs
+        if not is_dir:
+            fs.cp_file(src, dst)
+            fs.rm_file(src)
+            return
+        prefix = src.rstrip("/")
+        fs.makedirs(dst, exist_ok=True)
+        dirs: list[str] = []
+        for name, info in sorted(fs.find(src, withdirs=True, detail=True).items()):
+            name = name.rstrip("/")
+            rel = name[len(prefix):]
+            if not rel:
+                continue
+            if info.get("type") == "directory":
+                fs.makedirs(dst + rel, exist_ok=True)
+                dirs.append(name)
+            else:
+                fs.cp_file(name, dst + rel)
+                fs.rm_file(name)
+        for name in sorted(dirs, reverse=True):
+            fs.rmdir(name)
+        fs.rmdir(src)
 
     async def set_mtime(self, path: str, mtime: float) -> None:
         await self.stat(path)
@@ -210,7 +245,8 @@ class FsspecWriteStream(WriteStream):
         self._done = True
         try:
             await self._owner._call(self._handle.close)
-            await self._owner._call(self._owner.fs.mv, self._owner._p(self._temp), self._owner._p(self._path))
+            owner = self._owner
+            await owner._call(owner._move, owner._p(self._temp), owner._p(self._path), False)
         except BaseException:
             await self._remove_temp()
             raise

@@ -11,38 +11,49 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import os
 import secrets
 import stat as stat_mod
+import threading
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TypeVar
 
 from ..protocol.listing import Entry
-from .base import AbstractPathIO, ReadStream, WriteStream
+from .base import AbstractPathIO, EntryBatch, ReadStream, WriteStream
 
 T = TypeVar("T")
 
 TEMP_PREFIX = ".fsftpd-upload-"
-LIST_BATCH = 512
+LIST_BATCH = 1024
+
+
+#: worker threads for local-disk calls. Most calls take microseconds, but some block on
+#: the disk (an ext4 rename over an existing file starts writeback of the new data), and
+#: with the loop's small default pool a few of those stall every session's file calls.
+DISK_THREADS = 32
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _disk_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = concurrent.futures.ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="fsftpd-disk")
+    return _executor
 
 
 async def _run(func: Callable[..., T], *args: object) -> T:
-    return await asyncio.get_running_loop().run_in_executor(None, partial(func, *args))
+    return await asyncio.get_running_loop().run_in_executor(_disk_executor(), partial(func, *args))
 
 
 def _entry(name: str, st: os.stat_result) -> Entry:
-    is_dir = stat_mod.S_ISDIR(st.st_mode)
-    return Entry(
-        name=name,
-        is_dir=is_dir,
-        size=0 if is_dir else st.st_size,
-        mtime=st.st_mtime,
-        mode=st.st_mode & 0o777,
-        nlink=st.st_nlink,
-        unique=f"{st.st_dev:x}g{st.st_ino:x}",
-    )
+    mode = st.st_mode
+    is_dir = stat_mod.S_ISDIR(mode)
+    # positional: this runs once per directory entry in listings
+    return Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime, mode & 0o777, st.st_nlink,
+                 f"{st.st_dev:x}g{st.st_ino:x}")
 
 
 class PathIO(AbstractPathIO):
@@ -65,10 +76,12 @@ class PathIO(AbstractPathIO):
     def _real(self, path: str) -> str:
         return os.path.join(self.root, path.lstrip("/")) if path != "/" else self.root
 
+    def _inside(self, resolved: str) -> bool:
+        return resolved == self._real_root or resolved.startswith(self._real_root + os.sep)
+
     def _check_inside(self, real: str, *, must_exist_parent_only: bool = False) -> None:
         target = os.path.dirname(real) if must_exist_parent_only else real
-        resolved = os.path.realpath(target)
-        if resolved != self._real_root and not resolved.startswith(self._real_root + os.sep):
+        if not self._inside(os.path.realpath(target)):
             raise PermissionError(errno.EACCES, "Path leads outside the home directory")
 
     def _safe(self, path: str, *, parent_only: bool = False) -> str:
@@ -92,15 +105,17 @@ class PathIO(AbstractPathIO):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory")
         return None
 
-    @staticmethod
-    def _batch(iterator: object) -> list[Entry]:
+    def _batch(self, iterator: object) -> list[Entry]:
         it = iterator  # an os.scandir iterator
         out: list[Entry] = []
         for item in it:  # type: ignore[attr-defined]
             if item.name.startswith(TEMP_PREFIX):
                 continue
             try:
-                st = item.stat(follow_symlinks=True)
+                # A link leading outside the home is listed as the link itself: its
+                # target's size, times and mode are not the client's to see.
+                outside = item.is_symlink() and not self._inside(os.path.realpath(item.path))
+                st = item.stat(follow_symlinks=not outside)
             except OSError:
                 try:
                     st = item.stat(follow_symlinks=False)
@@ -112,6 +127,17 @@ class PathIO(AbstractPathIO):
         return out
 
     async def list(self, path: str) -> AsyncIterator[Entry]:
+        async for batch in self.list_batches(path):
+            for entry in batch:
+                yield entry
+
+    async def list_batches(self, path: str) -> AsyncIterator[EntryBatch]:
+        if type(self).list is not PathIO.list:
+            # a subclass changed list(): listings must go through it
+            async for batch in super().list_batches(path):
+                yield batch
+            return
+        # one worker-thread call per LIST_BATCH entries (scandir + stat + Entry)
         await _run(self._scan, path)
         iterator = await _run(os.scandir, self._real(path))
         try:
@@ -119,8 +145,7 @@ class PathIO(AbstractPathIO):
                 batch = await _run(self._batch, iterator)
                 if not batch:
                     break
-                for entry in batch:
-                    yield entry
+                yield batch
         finally:
             iterator.close()
 
@@ -177,14 +202,41 @@ class PathIO(AbstractPathIO):
     async def open_read(self, path: str, offset: int = 0) -> ReadStream:
         return LocalReadStream(await _run(self._open_read, path, offset))
 
+    def _open_read_sized(self, path: str, offset: int) -> tuple[int, int]:
+        fd = self._open_read(path, 0)
+        try:
+            size = os.fstat(fd).st_size
+            if offset:
+                os.lseek(fd, min(offset, size), os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, size
+
+    async def open_read_sized(self, path: str, offset: int = 0) -> tuple[ReadStream, int]:
+        cls = type(self)
+        if cls.open_read is not PathIO.open_read or cls.stat is not PathIO.stat:
+            return await super().open_read_sized(path, offset)  # honour a subclass's changes
+        # one worker-thread call instead of two (stat, then open)
+        fd, size = await _run(self._open_read_sized, path, offset)
+        return LocalReadStream(fd), size
+
     def _open_write(self, path: str, keep: int | None) -> tuple[int, str, str]:
-        real = self._safe(path, parent_only=True)
+        # The full check, not just the parent's: APPE/REST copy the existing file's bytes,
+        # so a symlink leading outside must not be followed (nor silently replaced).
+        real = self._safe(path)
         if os.path.isdir(real):
             raise IsADirectoryError(errno.EISDIR, "Is a directory")
         directory = os.path.dirname(real)
         temp = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
+            try:
+                # A replaced file keeps its permission bits: the temp file would otherwise
+                # turn a private 0600 file into a umask-default 0644 one.
+                os.fchmod(fd, stat_mod.S_IMODE(os.stat(real).st_mode))
+            except FileNotFoundError:
+                pass
             if keep is None or keep > 0:
                 self._copy_prefix(real, fd, keep)
         except BaseException:
@@ -236,21 +288,57 @@ class AsyncPathIO(PathIO):
 
 
 class LocalReadStream(ReadStream):
+    """Reads run in worker threads. A read whose awaiting task was cancelled (ABOR, a
+    vanished client) keeps running in its thread, so ``close`` waits for it under the
+    stream's lock: closing first would let the late read hit whatever file or socket the
+    OS gives the same descriptor number next."""
+
     block_size = 1024 * 1024
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._lock = threading.Lock()
+
+    def _read(self, size: int) -> bytes:
+        with self._lock:
+            if self._fd < 0:
+                raise OSError(errno.EBADF, "Download already closed")
+            return os.read(self._fd, size)
 
     async def read(self, size: int) -> bytes:
-        return await _run(os.read, self._fd, size)
+        return await _run(self._read, size)
 
     def fileno(self) -> int | None:
         return self._fd
 
+    def _close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
+
     async def close(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
+        if self._lock.acquire(blocking=False):  # no read in flight: close right here
+            try:
+                if self._fd >= 0:
+                    fd, self._fd = self._fd, -1
+                    os.close(fd)
+            finally:
+                self._lock.release()
+        else:
+            await _run(self._close)
+
+
+#: a first write up to this size is held (copied) and written by commit, in the same
+#: worker-thread call as close and rename: a small upload costs two thread hops, not three
+HOLD_MAX = 256 * 1024
+
+
+def _write_fd(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 class LocalWriteStream(WriteStream):
@@ -259,15 +347,29 @@ class LocalWriteStream(WriteStream):
         self._temp = temp
         self._real = real
         self._written = 0
+        self._held = b""  # written by the next write or by commit; dropped by abort
+        # Held by every worker-thread call on the descriptor: a write whose task was
+        # cancelled (ABOR, a vanished client) still runs, and abort must not close the
+        # descriptor under it (the late write would land in whatever reuses the number).
+        self._lock = threading.Lock()
 
     def _write_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        with self._lock:
+            if self._fd < 0:
+                raise OSError(errno.EBADF, "Upload already finished")
+            self._write_locked(data)
+
+    def _write_locked(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            _write_fd(self._fd, held)
+        _write_fd(self._fd, data)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        await _run(self._write_all, data)
+        if not self._written and len(data) <= HOLD_MAX:
+            self._held = bytes(data)  # a copy: the caller reuses its buffer
+        else:
+            await _run(self._write_all, data)
         self._written += len(data)
 
     @property
@@ -275,19 +377,31 @@ class LocalWriteStream(WriteStream):
         return self._written
 
     def _finish(self, keep: bool) -> None:
+        with self._lock:
+            self._finish_locked(keep)
+
+    def _finish_locked(self, keep: bool) -> None:
         if self._fd < 0:
             return
         fd, self._fd = self._fd, -1
+        held, self._held = self._held, b""
         try:
-            os.close(fd)
+            if keep and held:
+                _write_fd(fd, held)
+        except BaseException:
+            keep = False
+            raise
         finally:
-            if keep:
-                os.rename(self._temp, self._real)
-            else:
-                try:
-                    os.unlink(self._temp)
-                except FileNotFoundError:
-                    pass
+            try:
+                os.close(fd)
+            finally:
+                if keep:
+                    os.rename(self._temp, self._real)
+                else:
+                    try:
+                        os.unlink(self._temp)
+                    except FileNotFoundError:
+                        pass
 
     async def commit(self) -> None:
         try:

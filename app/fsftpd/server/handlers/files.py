@@ -17,6 +17,14 @@ from ..connection import Connection, Request, handler
 LIST_OPTIONS = re.compile(r"^(\s*-[a-zA-Z1]+)+(\s+|$)")
 
 
+def list_arg(arg: str, *, options: bool) -> str:
+    """The path of a listing command: ls-style options dropped (LIST, NLST, STAT), the
+    rest kept verbatim, since names may begin or end with spaces; "" when none is given."""
+    if options:
+        arg = LIST_OPTIONS.sub("", arg)
+    return arg if arg.strip() else ""
+
+
 async def list_target(conn: Connection, path: str) -> AsyncIterator[Entry]:
     """Entries to list for ``path``: a directory's children, or the file itself."""
     io = conn.storage_io
@@ -31,6 +39,22 @@ async def list_target(conn: Connection, path: str) -> AsyncIterator[Entry]:
         except StopAsyncIteration:
             return
         yield item
+
+
+async def list_target_batches(conn: Connection, path: str) -> AsyncIterator[list[Entry]]:
+    """:func:`list_target` in batches (one await per batch: LIST/MLSD of big directories)."""
+    io = conn.storage_io
+    entry = await conn.storage(io.stat(path))
+    if not entry.is_dir:
+        yield [entry]
+        return
+    iterator = io.list_batches(path).__aiter__()
+    while True:
+        try:
+            batch = await conn.storage(iterator.__anext__())
+        except StopAsyncIteration:
+            return
+        yield batch
 
 
 @handler("pwd")
@@ -111,10 +135,10 @@ async def rnto(conn: Connection, req: Request) -> Reply:
 
 @handler("size")
 async def size(conn: Connection, req: Request) -> Reply:
-    entry = await conn.storage(conn.storage_io.stat(conn.path(req)))
-    if entry.is_dir:
-        raise FtpError(550, "SIZE is for files, not directories")
-    return Reply(213, str(entry.size))
+    # The path-IO's size(): on S3 an interrupted upload kept for resumption reports the
+    # bytes held of it, which is what a client resumes from (REST n + STOR, or APPE).
+    held = await conn.storage(conn.storage_io.size(conn.path(req)))
+    return Reply(213, str(held))
 
 
 @handler("mdtm")

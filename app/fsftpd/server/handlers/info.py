@@ -9,7 +9,7 @@ from ...protocol.commands import COMMANDS, feature_lines, help_lines
 from ...protocol.errors import FtpError
 from ...protocol.replies import Reply
 from ..connection import Connection, Request, handler
-from .files import LIST_OPTIONS, list_target
+from .files import list_arg, list_target
 
 
 @handler("noop")
@@ -24,7 +24,8 @@ async def syst(conn: Connection, req: Request) -> Reply:
 
 @handler("feat")
 async def feat(conn: Connection, req: Request) -> Reply:
-    return Reply(211, "Features:", *[f" {line}" for line in feature_lines()], "End")
+    lines = feature_lines(conn.session.mlst_facts)
+    return Reply(211, "Features:", *[f" {line}" for line in lines], "End")
 
 
 @handler("opts")
@@ -73,7 +74,7 @@ async def stat(conn: Connection, req: Request) -> Reply:
         )
     if conn.transfer is not None and not conn.transfer.done():
         raise FtpError(450, "STAT with a path is not available during a transfer")
-    path = conn.path(req, LIST_OPTIONS.sub("", req.arg).strip() or ".")
+    path = conn.path(req, list_arg(req.arg, options=True) or ".")
     now = time.time()
     lines = [listing.list_line(e, now) async for e in list_target(conn, path)]
     return Reply(213, f"Status of {path}:", *lines, "End of status")

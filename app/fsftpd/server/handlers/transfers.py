@@ -7,7 +7,6 @@ replying 150, then hands the data phase to :meth:`Connection.start_transfer`.
 from __future__ import annotations
 
 import asyncio
-import errno
 import secrets
 import socket
 import time
@@ -19,7 +18,7 @@ from ...protocol.listing import Entry
 from ...protocol.replies import Reply
 from ...transfer.copy import receive_stream, send_stream
 from ..connection import Connection, Request, handler
-from .files import LIST_OPTIONS, list_target
+from .files import list_arg, list_target_batches
 
 LISTING_CHUNK = 64 * 1024
 
@@ -30,12 +29,10 @@ async def retr(conn: Connection, req: Request) -> Reply | None:
     offset = conn.session.take_rest("RETR")
     conn.require_data_channel()
     io = conn.storage_io
-    entry = await conn.storage(io.stat(target))
-    if entry.is_dir:
-        raise IsADirectoryError(errno.EISDIR, "Is a directory")
-    if offset > entry.size:
-        raise FtpError(554, f"Restart offset {offset} is beyond the end of the file ({entry.size})")
-    reader = await conn.storage(io.open_read(target, offset))
+    reader, size = await conn.storage(io.open_read_sized(target, offset))
+    if offset > size:
+        await reader.close()
+        raise FtpError(554, f"Restart offset {offset} is beyond the end of the file ({size})")
     ascii_mode = conn.set_type_ascii()
     throttle = conn.throttle("download")
     progress = conn.progress("download")
@@ -48,7 +45,7 @@ async def retr(conn: Connection, req: Request) -> Reply | None:
     try:
         conn.start_transfer("RETR", target, "download", phase, release=reader.close,
                             preliminary=Reply(150, f"Opening {mode} data connection for {paths.name(target)}"
-                                              f" ({entry.size - offset} bytes)"))
+                                              f" ({size - offset} bytes)"))
     except BaseException:
         await reader.close()
         raise
@@ -61,9 +58,9 @@ async def _store(conn: Connection, req: Request, verb: str, target: str, *, appe
     conn.require_data_channel()
     io = conn.storage_io
     if offset:
-        existing = await conn.storage(io.stat(target))
-        if offset > existing.size:
-            raise FtpError(554, f"Restart offset {offset} is beyond the end of the file ({existing.size})")
+        held = await conn.storage(io.size(target))  # S3: includes an interrupted upload
+        if offset > held:
+            raise FtpError(554, f"Restart offset {offset} is beyond the end of the file ({held})")
     writer = await conn.storage(io.open_write(target, offset=offset, append=append))
     ascii_mode = conn.set_type_ascii()
     throttle = conn.throttle("upload")
@@ -100,7 +97,7 @@ async def appe(conn: Connection, req: Request) -> Reply | None:
 @handler("stou")
 async def stou(conn: Connection, req: Request) -> Reply | None:
     io = conn.storage_io
-    stem = paths.name(paths.resolve("/", req.arg)) if req.arg.strip() else "ftp"
+    stem = (paths.name(paths.resolve("/", req.arg)) if req.arg.strip() else "") or "ftp"
     for _ in range(20):
         candidate = paths.join(conn.session.cwd, f"{stem}.{secrets.token_hex(4)}")
         if not await conn.storage(io.exists(candidate)):
@@ -115,7 +112,8 @@ async def stou(conn: Connection, req: Request) -> Reply | None:
     return None
 
 
-async def _send_lines(conn: Connection, sock: socket.socket, lines: AsyncIterator[str]) -> int:
+async def _send_lines(conn: Connection, sock: socket.socket, chunks: AsyncIterator[str]) -> int:
+    """Send text ``chunks`` (each a run of CRLF-terminated lines) in ~64 KiB writes."""
     loop = asyncio.get_running_loop()
     buffer: list[str] = []
     size = 0
@@ -137,9 +135,9 @@ async def _send_lines(conn: Connection, sock: socket.socket, lines: AsyncIterato
             raise DataConnectionError(exc.strerror or str(exc)) from None
         total += len(data)
 
-    async for line in lines:
-        buffer.append(line + "\r\n")
-        size += len(line) + 2
+    async for chunk in chunks:
+        buffer.append(chunk)
+        size += len(chunk)
         if size >= LISTING_CHUNK:
             await flush()
     if buffer:
@@ -149,16 +147,16 @@ async def _send_lines(conn: Connection, sock: socket.socket, lines: AsyncIterato
 
 def _listing(conn: Connection, req: Request, verb: str,
              render: Callable[[Entry, str], str], *, dirs_only: bool = False) -> None:
-    arg = LIST_OPTIONS.sub("", req.arg).strip() if verb in ("LIST", "NLST") else req.arg.strip()
+    arg = list_arg(req.arg, options=verb in ("LIST", "NLST"))
     target = conn.path(req, arg or ".")
     conn.require_data_channel()
 
-    async def lines() -> AsyncIterator[str]:
-        async for entry in list_target(conn, target):
-            yield render(entry, target)
+    async def chunks() -> AsyncIterator[str]:
+        async for batch in list_target_batches(conn, target):
+            yield "".join([render(entry, target) + "\r\n" for entry in batch])
 
     async def phase(sock: socket.socket) -> int:
-        return await _send_lines(conn, sock, lines())
+        return await _send_lines(conn, sock, chunks())
 
     conn.start_transfer(verb, target, "listing", phase,
                         preliminary=Reply(150, f"Here comes the listing of {target}"),
@@ -167,7 +165,7 @@ def _listing(conn: Connection, req: Request, verb: str,
 
 async def _check_listable(conn: Connection, req: Request, verb: str) -> None:
     """Fail before 150 when the target is missing (550) or, for MLSD, not a directory (501)."""
-    arg = LIST_OPTIONS.sub("", req.arg).strip() if verb in ("LIST", "NLST") else req.arg.strip()
+    arg = list_arg(req.arg, options=verb in ("LIST", "NLST"))
     target = conn.path(req, arg or ".")
     entry = await conn.storage(conn.storage_io.stat(target))
     if verb == "MLSD" and not entry.is_dir:
@@ -216,7 +214,7 @@ async def mlsd(conn: Connection, req: Request) -> Reply | None:
 
 @handler("mlst")
 async def mlst(conn: Connection, req: Request) -> Reply:
-    target = conn.path(req, req.arg.strip() or ".")
+    target = conn.path(req, list_arg(req.arg, options=False) or ".")
     entry = await conn.storage(conn.storage_io.stat(target))
     user = conn.user
     assert user is not None
