@@ -22,13 +22,18 @@ from typing import TypeVar
 
 from ..protocol.errors import DataConnectionError
 from ..storage.base import ReadStream, WriteStream
+from .data import SOCKET_BUFFER
 from .throttle import Throttle
 
 T = TypeVar("T")
 
 SEND_BLOCK = 1024 * 1024
 RECV_BLOCK = 1024 * 1024
+FIRST_RECV_BLOCK = 128 * 1024
 SENDFILE_CHUNK = 8 * 1024 * 1024
+#: a throttled upload's receive buffer holds about this many seconds of its rate
+RCVBUF_SECONDS = 0.25
+MIN_RCVBUF = 64 * 1024  # smaller stalls loopback TCP (64 KiB MSS) on zero-window probes
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,29 +113,25 @@ async def send_stream(
     fd = reader.fileno()
     if fd is not None and not ascii_mode and hasattr(os, "sendfile"):
         return await _sendfile(sock, fd, throttle=throttle, deadlines=deadlines, progress=progress)
-    loop = asyncio.get_running_loop()
     block = reader.block_size
-    if throttle is not None and throttle.active:
-        block = throttle.chunk_size(block)
     carry = b""
     total = 0
     pending: asyncio.Task[bytes] | None = asyncio.ensure_future(_storage(reader.read(block), deadlines))
     try:
         while pending is not None:
-            data = await pending
+            # Shielded: a cancel (ABOR) must not cancel the storage call under way; the
+            # finally below waits for it (a worker thread may still be using the file).
+            data = await asyncio.shield(pending)
             pending = None
             if not data:
                 if carry:
-                    await _net(loop.sock_sendall(sock, carry), deadlines)
+                    await _send_all(sock, carry, deadlines)
                 break
             pending = asyncio.ensure_future(_storage(reader.read(block), deadlines))
             if ascii_mode:
                 data, carry = to_crlf(data, carry)
-            if throttle is not None:
-                await throttle.wait(len(data))
-            await _net(loop.sock_sendall(sock, data), deadlines)
+            await _send_throttled(sock, data, throttle, deadlines, progress)
             total += len(data)
-            progress(len(data))
     finally:
         if pending is not None:
             # Let an in-flight storage call finish rather than cancel it: a worker thread
@@ -140,17 +141,44 @@ async def send_stream(
     return total
 
 
+async def _send_all(sock: socket.socket, data: bytes | memoryview, deadlines: Deadlines) -> None:
+    """Send all of ``data``. ``socket_timeout`` bounds each wait for the socket to become
+    writable (a stall), not the whole send: a slow but moving client is not cut off."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            await _net(_writable(sock), deadlines)
+            continue
+        except (ConnectionError, BrokenPipeError) as exc:
+            raise DataConnectionError(exc.strerror or type(exc).__name__) from None
+        view = view[sent:]
+
+
+async def _send_throttled(sock: socket.socket, data: bytes, throttle: Throttle | None,
+                          deadlines: Deadlines, progress: Progress) -> None:
+    """Send ``data`` in chunks of the throttle's size, booking each chunk once it is sent.
+    The chunk size is re-read every time, so a limit set or lifted mid-transfer applies."""
+    view = memoryview(data)
+    while view:
+        size = throttle.chunk_size(len(view)) if throttle is not None else len(view)
+        await _send_all(sock, view[:size], deadlines)
+        progress(size)
+        if throttle is not None:
+            await throttle.wait(size)
+        view = view[size:]
+
+
 async def _sendfile(
     sock: socket.socket, fd: int, *, throttle: Throttle | None, deadlines: Deadlines, progress: Progress
 ) -> int:
     offset = os.lseek(fd, 0, os.SEEK_CUR)
     out = sock.fileno()
     total = 0
-    throttled = throttle is not None and throttle.active
-    chunk = throttle.chunk_size(SEND_BLOCK) if throttle is not None and throttled else SENDFILE_CHUNK
     while True:
-        if throttle is not None and throttled:
-            await throttle.wait(chunk)
+        # Re-read every round: a limit set, changed or lifted mid-transfer applies at once.
+        chunk = throttle.chunk_size(SENDFILE_CHUNK) if throttle is not None else SENDFILE_CHUNK
         while True:
             try:
                 sent = os.sendfile(out, fd, offset, chunk)
@@ -164,9 +192,17 @@ async def _sendfile(
         offset += sent
         total += sent
         progress(sent)
-        if throttle is not None and not throttled and throttle.active:
-            throttled = True  # a limit was set while this transfer ran
-            chunk = throttle.chunk_size(SEND_BLOCK)
+        if throttle is not None:
+            await throttle.wait(sent)  # book what was really sent (sendfile may send less)
+
+
+def _fit_receive_buffer(sock: socket.socket, rate: float | None) -> None:
+    """A throttled upload gets a receive buffer of about :data:`RCVBUF_SECONDS` of its
+    rate, so the kernel does not absorb megabytes the throttle has not let through yet
+    and the client is really held back. Unthrottled: the large default again."""
+    size = SOCKET_BUFFER if rate is None else int(min(SOCKET_BUFFER, max(MIN_RCVBUF, rate * RCVBUF_SECONDS)))
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 async def receive_stream(
@@ -181,21 +217,39 @@ async def receive_stream(
     """Receive from ``sock`` until the client closes; write into ``writer``."""
     loop = asyncio.get_running_loop()
     size = max(RECV_BLOCK, writer.block_size)
-    buffers = (bytearray(size), bytearray(size))
+    # The first block is small: most uploads on a busy server are small files, and they
+    # should not cost 2 MiB of buffers each. Large ones switch to ``size`` blocks.
+    block = FIRST_RECV_BLOCK
+    buffers: list[bytearray | None] = [None, None]
     pending: asyncio.Task[None] | None = None
     carry = b""
     total = 0
     index = 0
+    fitted: float | None = None  # the rate the receive buffer was last sized for
     try:
         eof = False
         while not eof:
-            view = memoryview(buffers[index])
+            buffer = buffers[index]
+            if buffer is None or len(buffer) < block:
+                if buffer is not None:
+                    _give_buffer(buffer)
+                buffer = buffers[index] = _take_buffer(block)
+            view = memoryview(buffer)
             filled = 0
-            while filled < size:
-                want = size - filled
-                if throttle is not None and throttle.active:
-                    want = min(want, throttle.chunk_size(want))
-                n = await _net(loop.sock_recv_into(sock, view[filled : filled + want]), deadlines)
+            while filled < block:
+                want = block - filled
+                rate = throttle.rate if throttle is not None else None
+                if rate != fitted:
+                    _fit_receive_buffer(sock, rate)
+                    fitted = rate
+                if throttle is not None and rate is not None:
+                    want = throttle.chunk_size(want)
+                try:  # data is usually there already: no await, no future
+                    n = sock.recv_into(view[filled : filled + want])
+                except BlockingIOError:
+                    n = await _net(loop.sock_recv_into(sock, view[filled : filled + want]), deadlines)
+                except (ConnectionError, BrokenPipeError) as exc:
+                    raise DataConnectionError(exc.strerror or type(exc).__name__) from None
                 if n == 0:
                     eof = True
                     break
@@ -205,7 +259,7 @@ async def receive_stream(
                 if throttle is not None:
                     await throttle.wait(n)
             if pending is not None:
-                await pending
+                await asyncio.shield(pending)  # see send_stream: never cancel a storage call
                 pending = None
             if filled:
                 chunk: bytes | memoryview = view[:filled]
@@ -213,8 +267,9 @@ async def receive_stream(
                     chunk, carry = from_crlf(bytes(chunk), carry)
                 pending = asyncio.ensure_future(_storage(writer.write(chunk), deadlines))
             index ^= 1
+            block = size
         if pending is not None:
-            await pending
+            await asyncio.shield(pending)
             pending = None
         if carry:
             await _storage(writer.write(carry), deadlines)
@@ -224,4 +279,30 @@ async def receive_stream(
             # may still hold the file descriptor the caller is about to close.
             with contextlib.suppress(BaseException):
                 await pending
+        for used in buffers:
+            if used is not None:
+                _give_buffer(used)
     return total
+
+
+# Receive buffers are reused across uploads: allocating (and zeroing) two fresh 1 MiB
+# buffers per STOR cost more than the whole transfer of a small file. The storage
+# contract (WriteStream.write keeps no reference) makes reuse safe.
+# Idle buffers are kept per size, up to a bound (16 MiB of large ones, 8 MiB of small).
+_BUFFER_POOLS: dict[int, list[bytearray]] = {}
+BUFFER_POOL_BYTES = {FIRST_RECV_BLOCK: 8 * 1024 * 1024, RECV_BLOCK: 16 * 1024 * 1024}
+
+
+def _take_buffer(size: int) -> bytearray:
+    pool = _BUFFER_POOLS.get(size)
+    if pool:
+        return pool.pop()
+    return bytearray(size)
+
+
+def _give_buffer(buffer: bytearray) -> None:
+    size = len(buffer)
+    limit = BUFFER_POOL_BYTES.get(size, 0) // size
+    pool = _BUFFER_POOLS.setdefault(size, [])
+    if len(pool) < limit:
+        pool.append(buffer)

@@ -35,6 +35,8 @@ def tune(sock: socket.socket) -> None:
 
 
 def same_host(a: str, b: str) -> bool:
+    if a == b:
+        return True  # the usual case, without parsing two addresses per data connection
     try:
         ia, ib = ipaddress.ip_address(a.split("%")[0]), ipaddress.ip_address(b.split("%")[0])
     except ValueError:
