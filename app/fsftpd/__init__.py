@@ -16,11 +16,13 @@ from .storage import (
     FsspecPathIO,
     MemoryPathIO,
     PathIO,
+    S3PathIO,
     StorageContext,
     open_home,
 )
 
 __version__ = "0.1.0"
+
 
 __all__ = [
     "AbstractPathIO",
@@ -29,6 +31,7 @@ __all__ = [
     "MemoryPathIO",
     "PathIO",
     "Permission",
+    "S3PathIO",
     "Server",
     "ServerConfig",
     "StorageContext",

@@ -9,6 +9,7 @@ from .base import AbstractPathIO, ReadStream, StorageContext, WriteStream
 from .factory import PathIOFactory, open_home
 from .fsspec_io import FsspecPathIO, MemoryPathIO
 from .local import AsyncPathIO, PathIO
+from .s3 import S3PathIO
 
 __all__ = [
     "AbstractPathIO",
@@ -18,6 +19,7 @@ __all__ = [
     "PathIO",
     "PathIOFactory",
     "ReadStream",
+    "S3PathIO",
     "StorageContext",
     "WriteStream",
     "open_home",

@@ -13,11 +13,17 @@ Contract (checked by tests/storage for every backend):
 from __future__ import annotations
 
 import abc
+import errno
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol.listing import Entry
+
+#: entries per :meth:`AbstractPathIO.list_batches` batch
+LIST_BATCH = 256
+#: one batch of directory entries (an alias: inside the classes ``list`` is a method)
+EntryBatch = list[Entry]
 
 
 class ReadStream(abc.ABC):
@@ -103,6 +109,36 @@ class AbstractPathIO(abc.ABC):
         except FileNotFoundError:
             return False
         return True
+
+    async def list_batches(self, path: str) -> AsyncIterator[EntryBatch]:
+        """The entries of :meth:`list` in lists, so a listing of thousands of entries costs
+        one await per batch, not per entry. Backends that fetch pages override it."""
+        batch: EntryBatch = []
+        async for entry in self.list(path):
+            batch.append(entry)
+            if len(batch) >= LIST_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    async def open_read_sized(self, path: str, offset: int = 0) -> tuple[ReadStream, int]:
+        """``open_read`` plus the file's size, for RETR: IsADirectoryError for a directory.
+        An ``offset`` beyond the end is not an error here (the caller compares it with the
+        size and closes the stream). Backends that learn the size while opening override
+        this to save a round trip."""
+        entry = await self.stat(path)
+        if entry.is_dir:
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        return await self.open_read(path, min(offset, entry.size)), entry.size
+
+    async def size(self, path: str) -> int:
+        """What SIZE reports and REST is checked against: the file's size. Backends that
+        keep interrupted uploads for resumption (S3) report the bytes they hold of one."""
+        entry = await self.stat(path)
+        if entry.is_dir:
+            raise IsADirectoryError(errno.EISDIR, "SIZE is for files, not directories")
+        return entry.size
 
     async def is_dir(self, path: str) -> bool:
         try:
