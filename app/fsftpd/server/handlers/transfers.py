@@ -198,7 +198,18 @@ def _mlsx_renderer(conn: Connection, *, child: bool) -> Callable[[Entry, str], s
     assert user is not None
     facts = conn.session.mlst_facts
 
+    # Children of ``base`` share its deciding permission unless a permission names a path
+    # below it: then the per-entry longest-prefix lookup is skipped (10,000-entry MLSD).
+    shared: dict[str, tuple[bool, bool] | None] = {}
+
     def render(entry: Entry, base: str) -> str:
+        if child:
+            if base not in shared:
+                below = any(p.path != base and paths.is_within(p.path, base) for p in user.permissions)
+                shared[base] = None if below else (user.can_read(base), user.can_write(base))
+            rights = shared[base]
+            if rights is not None:
+                return listing.mlsx_line(entry, facts, readable=rights[0], writable=rights[1])
         path = paths.join(base, entry.name) if child else base
         return listing.mlsx_line(entry, facts, readable=user.can_read(path), writable=user.can_write(path))
 
