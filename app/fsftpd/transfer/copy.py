@@ -56,6 +56,16 @@ async def _storage(awaitable: Awaitable[T], deadlines: Deadlines) -> T:
     return await _bounded(awaitable, deadlines.path_timeout)
 
 
+async def _read_block(reader: ReadStream, size: int, deadlines: Deadlines) -> bytes:
+    # The read coroutine is created inside the task, so a task cancelled before its
+    # first step leaves no never-awaited coroutine behind.
+    return await _bounded(reader.read(size), deadlines.path_timeout)
+
+
+async def _write_block(writer: WriteStream, data: bytes | memoryview, deadlines: Deadlines) -> None:
+    await _bounded(writer.write(data), deadlines.path_timeout)
+
+
 async def _net(awaitable: Awaitable[T], deadlines: Deadlines) -> T:
     try:
         return await _bounded(awaitable, deadlines.socket_timeout)
@@ -116,7 +126,7 @@ async def send_stream(
     block = reader.block_size
     carry = b""
     total = 0
-    pending: asyncio.Task[bytes] | None = asyncio.ensure_future(_storage(reader.read(block), deadlines))
+    pending: asyncio.Task[bytes] | None = asyncio.ensure_future(_read_block(reader, block, deadlines))
     try:
         while pending is not None:
             # Shielded: a cancel (ABOR) must not cancel the storage call under way; the
@@ -127,7 +137,7 @@ async def send_stream(
                 if carry:
                     await _send_all(sock, carry, deadlines)
                 break
-            pending = asyncio.ensure_future(_storage(reader.read(block), deadlines))
+            pending = asyncio.ensure_future(_read_block(reader, block, deadlines))
             if ascii_mode:
                 data, carry = to_crlf(data, carry)
             await _send_throttled(sock, data, throttle, deadlines, progress)
@@ -265,7 +275,7 @@ async def receive_stream(
                 chunk: bytes | memoryview = view[:filled]
                 if ascii_mode:
                     chunk, carry = from_crlf(bytes(chunk), carry)
-                pending = asyncio.ensure_future(_storage(writer.write(chunk), deadlines))
+                pending = asyncio.ensure_future(_write_block(writer, chunk, deadlines))
             index ^= 1
             block = size
         if pending is not None:
