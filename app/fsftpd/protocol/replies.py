@@ -18,6 +18,11 @@ class Reply:
 
     def __init__(self, code: int, *lines: str) -> None:
         object.__setattr__(self, "code", code)
+        if len(lines) == 1:
+            line = lines[0]
+            if "\n" not in line and "\r" not in line:  # the usual case: one plain line
+                object.__setattr__(self, "lines", lines)
+                return
         flat: list[str] = []
         for line in lines or ("",):
             flat.extend(line.replace("\r", "").split("\n"))

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from ..auth.users import User
 from ..protocol import paths
@@ -67,19 +67,208 @@ def handler(name: str) -> Callable[[Handler], Handler]:
 DataPhase = Callable[[socket.socket], Awaitable[int]]
 
 
+#: the longest line accepted, CRLF included (longer ones get 500 and are discarded)
+LINE_LIMIT = MAX_LINE + 4
+
+
+class LineTooLong(Exception):
+    """A command line went over :data:`LINE_LIMIT`; the rest of it is being discarded."""
+
+
+class ControlChannel(asyncio.Protocol):
+    """The transport end of one control connection: splits the received bytes into lines
+    and writes replies with flow control.
+
+    A bare protocol rather than StreamReader/StreamWriter: one small object per session
+    instead of three, and a line costs one buffer search. The buffer never holds more than
+    about twice :data:`LINE_LIMIT` (reading pauses above that, as StreamReader does), and
+    an over-long line is dropped as it arrives, never buffered whole.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_discarding",
+        "_drain_waiter",
+        "_eof",
+        "_read_paused",
+        "_waiter",
+        "_write_paused",
+        "server",
+        "transport",
+    )
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._eof = False  # the client closed (or the connection was lost)
+        self._discarding = False  # dropping the rest of an over-long line
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol callbacks ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.on_channel(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return
+            self._discarding = False
+            data = data[newline + 1:]
+        buf = self._buffer
+        buf += data
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and (b"\n" in data or len(buf) > LINE_LIMIT):
+            waiter.set_result(None)
+        if len(buf) > 2 * LINE_LIMIT and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # keep the write side open: replies to lines already read still go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_exception(ConnectionResetError("connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def time_out(self) -> bool:
+        """Make a pending :meth:`read_line` raise TimeoutError; False if none is pending."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_exception(TimeoutError())
+        return True
+
+    def next_line(self) -> bytes | None:
+        """A complete buffered line (with its LF), or None if none is buffered yet. Raises
+        :class:`LineTooLong` for a line over the limit, whose rest is then discarded."""
+        buf = self._buffer
+        end = buf.find(b"\n", 0, LINE_LIMIT + 1)
+        if end >= 0:
+            line = bytes(buf[:end + 1])
+            del buf[:end + 1]
+            self._maybe_resume()
+            return line
+        if len(buf) > LINE_LIMIT:
+            newline = buf.find(b"\n")
+            if newline < 0:
+                buf.clear()
+                self._discarding = True
+            else:
+                del buf[:newline + 1]
+            self._maybe_resume()
+            raise LineTooLong
+        return None
+
+    def _maybe_resume(self) -> None:
+        if self._read_paused and len(self._buffer) <= LINE_LIMIT and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    async def read_line(self) -> bytes | None:
+        """The next line; None at end of input (a partial last line is dropped)."""
+        while True:
+            line = self.next_line()
+            if line is not None:
+                return line
+            if self._eof:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    # -- writing ------------------------------------------------------------------------------
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        if not self._write_paused:
+            return
+        if self._eof and (self.transport is None or self.transport.is_closing()):
+            raise ConnectionResetError("connection lost")
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+
 class Connection:
-    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 session_id: int) -> None:
+    """The state and control loop of one session (one object per connection: keep it small)."""
+
+    __slots__ = (
+        "_abort_requested",
+        "_buckets",
+        "_committing",
+        "_idle_timer",
+        "_local_host",
+        "_main",
+        "_shutting_down",
+        "active_target",
+        "channel",
+        "closing",
+        "config",
+        "id",
+        "io",
+        "last_activity",
+        "login_failures",
+        "passive",
+        "peer_host",
+        "peer_port",
+        "pending_user",
+        "server",
+        "session",
+        "started",
+        "task",
+        "transfer",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, server: Server, channel: ControlChannel, session_id: int,
+                 peer: tuple[str, int] | None = None) -> None:
         self.server = server
         self.config = server.config
-        self.reader = reader
-        self.writer = writer
+        self.channel = channel
+        transport = channel.transport
+        assert transport is not None
+        self.transport: asyncio.Transport = transport
         self.id = session_id
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        local = writer.get_extra_info("sockname") or ("127.0.0.1", 0)
+        if peer is None:
+            peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer_host: str = peer[0]
-        self.peer = f"{peer[0]}:{peer[1]}"
-        self.local_host: str = local[0]
+        self.peer_port: int = peer[1]
+        self._local_host: str | None = None  # looked up when first needed (PASV, PORT)
         self.session = Session()
         self.user: User | None = None
         self.pending_user: User | None = None
@@ -94,13 +283,33 @@ class Connection:
         self.closing = False
         self.started = time.monotonic()
         self.last_activity = self.started  # last reply or transfer end (for idle_timeout)
-        self.deadlines = Deadlines(self.config.socket_timeout, self.config.path_timeout)
-        # Per-connection buckets (server-wide per-connection limits, then the user's).
-        self.read_bucket = TokenBucket(lambda: server.limits.read_speed_limit_per_connection)
-        self.write_bucket = TokenBucket(lambda: server.limits.write_speed_limit_per_connection)
-        self.user_read_bucket = TokenBucket(None)
-        self.user_write_bucket = TokenBucket(None)
+        # Per-connection buckets (read, write, user's read, user's write), made on the first
+        # transfer: most sessions never need them.
+        self._buckets: tuple[TokenBucket, TokenBucket, TokenBucket, TokenBucket] | None = None
         self._main: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # the task running this session (set by the server)
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def peer(self) -> str:
+        return f"{self.peer_host}:{self.peer_port}"
+
+    @property
+    def local_host(self) -> str:
+        """The server's address on this control connection."""
+        if self._local_host is None:
+            local = self.transport.get_extra_info("sockname") or ("127.0.0.1", 0)
+            self._local_host = local[0]
+        return self._local_host
+
+    @property
+    def reader(self) -> ControlChannel:
+        """The control channel (its ``_buffer`` holds the received, unparsed bytes)."""
+        return self.channel
+
+    @property
+    def deadlines(self) -> Deadlines:
+        return self.server.deadlines
 
     # -- public helpers for handlers ------------------------------------------------
     @property
@@ -137,27 +346,35 @@ class Connection:
             raise FtpError(550, "Permission denied")
 
     async def reply(self, reply: Reply) -> None:
-        if self.writer.is_closing():
+        transport = self.transport
+        if transport.is_closing():
             return
-        self.writer.write(reply.encode())
-        if not self.writer.transport.get_write_buffer_size():
-            return  # all sent already (the usual case): nothing to drain
+        transport.write(reply.encode())
+        if not self.channel.write_paused:
+            return  # below the high-water mark (the usual case): nothing to wait for
         timeout = self.config.socket_timeout
         try:
             if timeout is None:
-                await self.writer.drain()
+                await self.channel.drain()
             else:
                 async with asyncio.timeout(timeout):
-                    await self.writer.drain()
+                    await self.channel.drain()
         except (ConnectionError, TimeoutError):
             self.closing = True
-            self.writer.transport.abort()
+            transport.abort()
 
     # -- the control loop ---------------------------------------------------------------
     async def run(self) -> None:
-        self._main = asyncio.current_task()
-        self.server.events.emit(SessionStarted(self.id, self.peer))
-        log.info("session %d: connected from %s", self.id, self.peer)
+        # Set only once running: a task cancelled before its first step would skip cleanup.
+        self._main = self.task if self.task is not None else asyncio.current_task()
+        events = self.server.events
+        if events.observers:
+            events.emit(SessionStarted(self.id, self.peer))
+        if log.isEnabledFor(logging.INFO):
+            log.info("session %d: connected from %s", self.id, self.peer)
+        idle = self.config.idle_timeout
+        if idle is not None:
+            self._idle_timer = asyncio.get_running_loop().call_later(idle, self._idle_check)
         try:
             await self.reply(Reply(220, self.config.banner))
             while not self.closing:
@@ -174,60 +391,47 @@ class Connection:
         finally:
             await self._cleanup()
 
+    def _idle_check(self) -> None:
+        """The idle timer: one per session, re-armed lazily. It may fire early (activity
+        since it was armed only moves the deadline later); then it re-arms itself. Silence
+        longer than ``idle_timeout`` since the last reply or the end of the last transfer,
+        while waiting for a command, times the read out."""
+        idle = self.config.idle_timeout
+        assert idle is not None
+        now = time.monotonic()
+        due = self.last_activity + idle
+        if self.transfer is not None and not self.transfer.done():
+            due = now + idle  # a running transfer is not idle
+        elif due <= now:
+            if self.channel.time_out():
+                self._idle_timer = None
+                return
+            due = now + idle  # busy with a command, not waiting for one
+        self._idle_timer = asyncio.get_running_loop().call_later(due - now, self._idle_check)
+
     async def _read_line(self) -> bytes | None:
         """The next command line, or None when the session should end. Silence longer than
         ``idle_timeout`` since the last reply or the end of the last transfer gets 421."""
-        idle = self.config.idle_timeout
         self.last_activity = time.monotonic()
-        wait = idle
         while True:
             try:
-                if wait is None:
-                    return await self.reader.readuntil(b"\n")
-                async with asyncio.timeout(wait):
-                    return await self.reader.readuntil(b"\n")
+                return await self.channel.read_line()
             except TimeoutError:
+                idle = self.config.idle_timeout
                 assert idle is not None
-                if self.transfer is not None and not self.transfer.done():
-                    wait = idle
-                    continue  # a running transfer is not idle
-                wait = self.last_activity + idle - time.monotonic()
-                if wait > 0:
-                    continue  # a transfer ended meanwhile: idle counts from its end
                 await self._idle_close(idle)
                 return None
-            except asyncio.IncompleteReadError:
-                return None
-            except asyncio.LimitOverrunError as exc:
+            except LineTooLong:
                 # Reply first: a client that sent a huge line without a newline is
-                # waiting for an answer, not sending the rest.
+                # waiting for an answer, not sending the rest. The channel drops the rest
+                # of the line as it comes; waiting for it is waiting for the client (idle).
                 await self.reply(Reply(500, f"Command line too long (limit {MAX_LINE} bytes)"))
                 log.warning("session %d: over-long command line discarded", self.id)
-                try:  # waiting for the rest of the line is waiting for the client: idle rules
-                    async with asyncio.timeout(idle):
-                        await self._discard_long_line(exc.consumed)
-                except TimeoutError:
-                    assert idle is not None
-                    await self._idle_close(idle)
-                    return None
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return None
-            except ConnectionError:
-                return None
+                self.last_activity = time.monotonic()
 
     async def _idle_close(self, idle: float) -> None:
         log.info("session %d: idle for %ss, closing", self.id, idle)
         await self.reply(Reply(421, f"Idle timeout ({idle:g} s), closing control connection"))
-
-    async def _discard_long_line(self, consumed: int) -> None:
-        """Drop buffered bytes up to and including the next newline, in bounded steps."""
-        await self.reader.readexactly(consumed)
-        while True:
-            try:
-                await self.reader.readuntil(b"\n")
-                return
-            except asyncio.LimitOverrunError as exc:
-                await self.reader.readexactly(exc.consumed)
 
     async def _handle_line(self, line: bytes) -> None:
         started = time.perf_counter()
@@ -243,7 +447,8 @@ class Connection:
             if spec.login and not self.session.logged_in:
                 raise FtpError(530, "Please log in with USER and PASS first")
             self.session.before(verb)
-            log.debug("session %d: %s", self.id, command)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("session %d: %s", self.id, command)
             reply = await HANDLERS[spec.handler](self, Request(command, spec))
         except FtpError as exc:
             reply = exc.reply
@@ -307,16 +512,29 @@ class Connection:
 
     def throttle(self, direction: str) -> Throttle:
         """The buckets for a transfer. "download" is the server writing (write limits)."""
-        limits = self.server.limits
+        server = self.server
+        limits = server.limits
+        buckets = self._buckets
+        if buckets is None:
+            # Rates are read at every booking, so limits changed later still apply.
+            buckets = self._buckets = (
+                TokenBucket(lambda: limits.read_speed_limit_per_connection),
+                TokenBucket(lambda: limits.write_speed_limit_per_connection),
+                TokenBucket(lambda: self.user.read_speed_limit_per_connection
+                            if self.user is not None else None),
+                TokenBucket(lambda: self.user.write_speed_limit_per_connection
+                            if self.user is not None else None),
+            )
+        read, write, user_read, user_write = buckets
         if direction == "download":
-            buckets = [limits.write_bucket, self.write_bucket]
+            chosen = [limits.write_bucket, write]
             if self.user is not None:
-                buckets += [self.server.user_buckets(self.user)[1], self.user_write_bucket]
+                chosen += [server.user_buckets(self.user)[1], user_write]
         else:
-            buckets = [limits.read_bucket, self.read_bucket]
+            chosen = [limits.read_bucket, read]
             if self.user is not None:
-                buckets += [self.server.user_buckets(self.user)[0], self.user_read_bucket]
-        return Throttle(buckets)
+                chosen += [server.user_buckets(self.user)[0], user_read]
+        return Throttle(chosen)
 
     def start_transfer(
         self,
@@ -393,11 +611,14 @@ class Connection:
                 await asyncio.shield(release())
         with contextlib.suppress(Exception):
             await self.reply(reply)
-        self.server.events.emit(TransferFinished(
-            self.id, self.user_name, verb, path, direction, moved,
-            time.perf_counter() - started, ok, reply.code,
-        ))
-        log.info("session %d: %s %s %s bytes -> %d", self.id, verb, path, moved, reply.code)
+        events = self.server.events
+        if events.observers:
+            events.emit(TransferFinished(
+                self.id, self.user_name, verb, path, direction, moved,
+                time.perf_counter() - started, ok, reply.code,
+            ))
+        if log.isEnabledFor(logging.INFO):
+            log.info("session %d: %s %s %s bytes -> %d", self.id, verb, path, moved, reply.code)
         self.transfer_done()
         if cancelled is not None:
             raise cancelled
@@ -448,6 +669,9 @@ class Connection:
             self._main.cancel()
 
     async def _cleanup(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         task = self.transfer
         if task is not None and not task.done():
             self._abort_requested = True
@@ -460,11 +684,13 @@ class Connection:
             self.user = None
         self.closing = True
         with contextlib.suppress(Exception):
-            self.writer.close()
-        self.server.events.emit(
-            SessionEnded(self.id, self.peer, self.session.user_name, time.monotonic() - self.started)
-        )
-        log.info("session %d: closed", self.id)
+            self.transport.close()
+        events = self.server.events
+        if events.observers:
+            events.emit(SessionEnded(self.id, self.peer, self.session.user_name,
+                                     time.monotonic() - self.started))
+        if log.isEnabledFor(logging.INFO):
+            log.info("session %d: closed", self.id)
 
     def transfer_done(self) -> None:
         self.last_activity = time.monotonic()

