@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ftplib
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -20,6 +21,17 @@ from typing import Any, TypeVar
 import fsftpd
 
 T = TypeVar("T")
+
+#: "uvloop" runs every test server on uvloop (as the appliance does); default: asyncio's loop
+SERVER_LOOP = os.environ.get("FSFTPD_TEST_LOOP", "asyncio")
+
+
+def new_server_loop() -> asyncio.AbstractEventLoop:
+    if SERVER_LOOP == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def ipv6_available() -> bool:
@@ -38,7 +50,7 @@ class ServerThread:
         self.host = host
         self._users = users
         self._options = options
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_server_loop()
         self.server: fsftpd.Server | None = None
         self.port = 0
         self._thread = threading.Thread(target=self._run, name="fsftpd-test-server", daemon=True)

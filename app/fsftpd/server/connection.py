@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 from ..auth.users import User
 from ..protocol import paths
@@ -30,6 +30,7 @@ from ..storage.base import AbstractPathIO
 from ..transfer.copy import Deadlines
 from ..transfer.data import PassiveListener, connect_active
 from ..transfer.throttle import Throttle, TokenBucket
+from .control import ControlChannel, LineTooLong
 from .events import CommandDone, SessionEnded, SessionStarted, TransferFinished, TransferProgress
 
 if TYPE_CHECKING:
@@ -65,162 +66,6 @@ def handler(name: str) -> Callable[[Handler], Handler]:
 
 # Data phase of a transfer: gets the data socket, returns the bytes moved.
 DataPhase = Callable[[socket.socket], Awaitable[int]]
-
-
-#: the longest line accepted, CRLF included (longer ones get 500 and are discarded)
-LINE_LIMIT = MAX_LINE + 4
-
-
-class LineTooLong(Exception):
-    """A command line went over :data:`LINE_LIMIT`; the rest of it is being discarded."""
-
-
-class ControlChannel(asyncio.Protocol):
-    """The transport end of one control connection: splits the received bytes into lines
-    and writes replies with flow control.
-
-    A bare protocol rather than StreamReader/StreamWriter: one small object per session
-    instead of three, and a line costs one buffer search. The buffer never holds more than
-    about twice :data:`LINE_LIMIT` (reading pauses above that, as StreamReader does), and
-    an over-long line is dropped as it arrives, never buffered whole.
-    """
-
-    __slots__ = (
-        "_buffer",
-        "_discarding",
-        "_drain_waiter",
-        "_eof",
-        "_read_paused",
-        "_waiter",
-        "_write_paused",
-        "server",
-        "transport",
-    )
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[None] | None = None
-        self._eof = False  # the client closed (or the connection was lost)
-        self._discarding = False  # dropping the rest of an over-long line
-        self._read_paused = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
-
-    # -- asyncio.Protocol callbacks ---------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement the interface without subclassing asyncio.Transport.
-        self.transport = cast(asyncio.Transport, transport)
-        self.server.on_channel(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self._discarding:
-            newline = data.find(b"\n")
-            if newline < 0:
-                return
-            self._discarding = False
-            data = data[newline + 1:]
-        buf = self._buffer
-        buf += data
-        waiter = self._waiter
-        if waiter is not None and not waiter.done() and (b"\n" in data or len(buf) > LINE_LIMIT):
-            waiter.set_result(None)
-        if len(buf) > 2 * LINE_LIMIT and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
-        return True  # keep the write side open: replies to lines already read still go out
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        self._wake()
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_exception(ConnectionResetError("connection lost"))
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_result(None)
-
-    # -- reading ------------------------------------------------------------------------------
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def time_out(self) -> bool:
-        """Make a pending :meth:`read_line` raise TimeoutError; False if none is pending."""
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return False
-        waiter.set_exception(TimeoutError())
-        return True
-
-    def next_line(self) -> bytes | None:
-        """A complete buffered line (with its LF), or None if none is buffered yet. Raises
-        :class:`LineTooLong` for a line over the limit, whose rest is then discarded."""
-        buf = self._buffer
-        end = buf.find(b"\n", 0, LINE_LIMIT + 1)
-        if end >= 0:
-            line = bytes(buf[:end + 1])
-            del buf[:end + 1]
-            self._maybe_resume()
-            return line
-        if len(buf) > LINE_LIMIT:
-            newline = buf.find(b"\n")
-            if newline < 0:
-                buf.clear()
-                self._discarding = True
-            else:
-                del buf[:newline + 1]
-            self._maybe_resume()
-            raise LineTooLong
-        return None
-
-    def _maybe_resume(self) -> None:
-        if self._read_paused and len(self._buffer) <= LINE_LIMIT and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
-
-    async def read_line(self) -> bytes | None:
-        """The next line; None at end of input (a partial last line is dropped)."""
-        while True:
-            line = self.next_line()
-            if line is not None:
-                return line
-            if self._eof:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    # -- writing ------------------------------------------------------------------------------
-    @property
-    def write_paused(self) -> bool:
-        return self._write_paused
-
-    async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its high-water mark."""
-        if not self._write_paused:
-            return
-        if self._eof and (self.transport is None or self.transport.is_closing()):
-            raise ConnectionResetError("connection lost")
-        self._drain_waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._drain_waiter
-        finally:
-            self._drain_waiter = None
 
 
 class Connection:

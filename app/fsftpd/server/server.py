@@ -21,7 +21,8 @@ from ..transfer.copy import Deadlines
 from ..transfer.throttle import TokenBucket
 from . import handlers  # noqa: F401  (registers the command handlers)
 from .config import ServerConfig
-from .connection import Connection, ControlChannel
+from .connection import Connection
+from .control import ControlChannel
 from .events import ConnectionRefused, EventBus
 
 log = logging.getLogger("fsftpd.server")
