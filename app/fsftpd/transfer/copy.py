@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -71,7 +71,7 @@ async def _net(awaitable: Awaitable[T], deadlines: Deadlines) -> T:
         return await _bounded(awaitable, deadlines.socket_timeout)
     except TimeoutError:
         raise DataConnectionError("timed out") from None
-    except (ConnectionError, BrokenPipeError) as exc:
+    except OSError as exc:  # only socket calls come through here: any failure is the data link's
         raise DataConnectionError(exc.strerror or type(exc).__name__) from None
 
 
@@ -316,3 +316,25 @@ def _give_buffer(buffer: bytearray) -> None:
     pool = _BUFFER_POOLS.setdefault(size, [])
     if len(pool) < limit:
         pool.append(buffer)
+
+
+async def send_text(sock: socket.socket, chunks: AsyncIterator[str], deadlines: Deadlines,
+                    *, flush_at: int = 64 * 1024) -> int:
+    """Send listing text (runs of CRLF-terminated lines) in writes of about ``flush_at``
+    bytes; return the bytes sent. Like file data, ``socket_timeout`` bounds each stall."""
+    pending: list[str] = []
+    size = 0
+    total = 0
+    async for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= flush_at:
+            data = "".join(pending).encode("utf-8", "surrogateescape")
+            pending, size = [], 0
+            await _send_all(sock, data, deadlines)
+            total += len(data)
+    if pending:
+        data = "".join(pending).encode("utf-8", "surrogateescape")
+        await _send_all(sock, data, deadlines)
+        total += len(data)
+    return total

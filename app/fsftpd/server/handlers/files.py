@@ -25,30 +25,13 @@ def list_arg(arg: str, *, options: bool) -> str:
     return arg if arg.strip() else ""
 
 
-async def list_target(conn: Connection, path: str) -> AsyncIterator[Entry]:
-    """Entries to list for ``path``: a directory's children, or the file itself."""
-    io = conn.storage_io
-    entry = await conn.storage(io.stat(path))
-    if not entry.is_dir:
-        yield entry
-        return
-    iterator = io.list(path).__aiter__()
-    while True:
-        try:
-            item = await conn.storage(iterator.__anext__())
-        except StopAsyncIteration:
-            return
-        yield item
-
-
-async def list_target_batches(conn: Connection, path: str) -> AsyncIterator[list[Entry]]:
-    """:func:`list_target` in batches (one await per batch: LIST/MLSD of big directories)."""
-    io = conn.storage_io
-    entry = await conn.storage(io.stat(path))
+async def entry_batches(conn: Connection, path: str, entry: Entry) -> AsyncIterator[list[Entry]]:
+    """What a listing of ``path`` shows, in batches (one await per batch, for directories of
+    thousands): a directory's children, or the file itself. ``entry`` is ``path``'s stat."""
     if not entry.is_dir:
         yield [entry]
         return
-    iterator = io.list_batches(path).__aiter__()
+    iterator = conn.storage_io.list_batches(path).__aiter__()
     while True:
         try:
             batch = await conn.storage(iterator.__anext__())

@@ -9,7 +9,7 @@ from ...protocol.commands import COMMANDS, feature_lines, help_lines
 from ...protocol.errors import FtpError
 from ...protocol.replies import Reply
 from ..connection import Connection, Request, handler
-from .files import list_arg, list_target
+from .files import entry_batches, list_arg
 
 
 @handler("noop")
@@ -75,6 +75,7 @@ async def stat(conn: Connection, req: Request) -> Reply:
     if conn.transfer is not None and not conn.transfer.done():
         raise FtpError(450, "STAT with a path is not available during a transfer")
     path = conn.path(req, list_arg(req.arg, options=True) or ".")
+    entry = await conn.storage(conn.storage_io.stat(path))
     now = time.time()
-    lines = [listing.list_line(e, now) async for e in list_target(conn, path)]
+    lines = [listing.list_line(e, now) async for batch in entry_batches(conn, path, entry) for e in batch]
     return Reply(213, f"Status of {path}:", *lines, "End of status")

@@ -6,21 +6,18 @@ replying 150, then hands the data phase to :meth:`Connection.start_transfer`.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
 from ...protocol import listing, paths
-from ...protocol.errors import DataConnectionError, FtpError
+from ...protocol.errors import FtpError
 from ...protocol.listing import Entry
 from ...protocol.replies import Reply
-from ...transfer.copy import receive_stream, send_stream
+from ...transfer.copy import receive_stream, send_stream, send_text
 from ..connection import Connection, Request, handler
-from .files import list_arg, list_target_batches
-
-LISTING_CHUNK = 64 * 1024
+from .files import entry_batches, list_arg
 
 
 @handler("retr")
@@ -112,84 +109,41 @@ async def stou(conn: Connection, req: Request) -> Reply | None:
     return None
 
 
-async def _send_lines(conn: Connection, sock: socket.socket, chunks: AsyncIterator[str]) -> int:
-    """Send text ``chunks`` (each a run of CRLF-terminated lines) in ~64 KiB writes."""
-    loop = asyncio.get_running_loop()
-    buffer: list[str] = []
-    size = 0
-    total = 0
-
-    async def flush() -> None:
-        nonlocal buffer, size, total
-        data = "".join(buffer).encode("utf-8", "surrogateescape")
-        buffer, size = [], 0
-        try:
-            if conn.config.socket_timeout is None:
-                await loop.sock_sendall(sock, data)
-            else:
-                async with asyncio.timeout(conn.config.socket_timeout):
-                    await loop.sock_sendall(sock, data)
-        except TimeoutError:
-            raise DataConnectionError("timed out") from None
-        except OSError as exc:
-            raise DataConnectionError(exc.strerror or str(exc)) from None
-        total += len(data)
-
-    async for chunk in chunks:
-        buffer.append(chunk)
-        size += len(chunk)
-        if size >= LISTING_CHUNK:
-            await flush()
-    if buffer:
-        await flush()
-    return total
-
-
-def _listing(conn: Connection, req: Request, verb: str,
-             render: Callable[[Entry, str], str], *, dirs_only: bool = False) -> None:
-    arg = list_arg(req.arg, options=verb in ("LIST", "NLST"))
-    target = conn.path(req, arg or ".")
+async def _listing(conn: Connection, req: Request, verb: str, render: Callable[[Entry, str], str]) -> None:
+    """Resolve and stat the target once, fail before 150 when it is missing (550) or, for
+    MLSD, not a directory (501), then send the rendered lines over the data connection."""
+    target = conn.path(req, list_arg(req.arg, options=verb in ("LIST", "NLST")) or ".")
+    entry = await conn.storage(conn.storage_io.stat(target))
+    if verb == "MLSD" and not entry.is_dir:
+        raise FtpError(501, "MLSD needs a directory; use MLST for a file")
     conn.require_data_channel()
 
     async def chunks() -> AsyncIterator[str]:
-        async for batch in list_target_batches(conn, target):
-            yield "".join([render(entry, target) + "\r\n" for entry in batch])
+        async for batch in entry_batches(conn, target, entry):
+            yield "".join([render(item, target) + "\r\n" for item in batch])
 
     async def phase(sock: socket.socket) -> int:
-        return await _send_lines(conn, sock, chunks())
+        return await send_text(sock, chunks(), conn.deadlines)
 
     conn.start_transfer(verb, target, "listing", phase,
                         preliminary=Reply(150, f"Here comes the listing of {target}"),
                         success=Reply(226, "Listing complete"))
 
 
-async def _check_listable(conn: Connection, req: Request, verb: str) -> None:
-    """Fail before 150 when the target is missing (550) or, for MLSD, not a directory (501)."""
-    arg = list_arg(req.arg, options=verb in ("LIST", "NLST"))
-    target = conn.path(req, arg or ".")
-    entry = await conn.storage(conn.storage_io.stat(target))
-    if verb == "MLSD" and not entry.is_dir:
-        raise FtpError(501, "MLSD needs a directory; use MLST for a file")
-
-
 @handler("list")
 async def list_(conn: Connection, req: Request) -> Reply | None:
-    await _check_listable(conn, req, "LIST")
     now = time.time()
-    user = conn.user
-    assert user is not None
 
     def render(entry: Entry, base: str) -> str:
         return listing.list_line(entry, now, writable=True)
 
-    _listing(conn, req, "LIST", render)
+    await _listing(conn, req, "LIST", render)
     return None
 
 
 @handler("nlst")
 async def nlst(conn: Connection, req: Request) -> Reply | None:
-    await _check_listable(conn, req, "NLST")
-    _listing(conn, req, "NLST", lambda entry, base: entry.name)
+    await _listing(conn, req, "NLST", lambda entry, base: entry.name)
     return None
 
 
@@ -218,8 +172,7 @@ def _mlsx_renderer(conn: Connection, *, child: bool) -> Callable[[Entry, str], s
 
 @handler("mlsd")
 async def mlsd(conn: Connection, req: Request) -> Reply | None:
-    await _check_listable(conn, req, "MLSD")
-    _listing(conn, req, "MLSD", _mlsx_renderer(conn, child=True))
+    await _listing(conn, req, "MLSD", _mlsx_renderer(conn, child=True))
     return None
 
 
