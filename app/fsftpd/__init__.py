@@ -10,6 +10,7 @@ The engine's public API::
 from .auth.users import Permission, User, UserManager
 from .server.config import ServerConfig
 from .server.server import Server
+from .server.workers import run_workers
 from .storage import (
     AbstractPathIO,
     AsyncPathIO,
@@ -39,4 +40,5 @@ __all__ = [
     "UserManager",
     "__version__",
     "open_home",
+    "run_workers",
 ]

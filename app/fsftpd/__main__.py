@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
-from . import Permission, Server, User
+from . import Permission, Server, User, run_workers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,23 +30,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--anonymous", action="store_true", help="allow anonymous logins instead of a user")
     parser.add_argument("--read-only", action="store_true", help="no uploads, deletes or renames")
     parser.add_argument("--passive-ports", default=None, help="passive port range, e.g. 30000-30009")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="event-loop worker processes sharing the port (Linux; default 1)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
 
-def build_server(args: argparse.Namespace) -> Server:
+def build_user(args: argparse.Namespace) -> User:
     perms = [Permission("/", readable=True, writable=not args.read_only)]
     login = None if args.anonymous else args.user
-    user = User(login, None if args.anonymous else args.password, base_path=args.root, permissions=perms)
-    import os
-
     if "://" not in args.root:
         os.makedirs(args.root, exist_ok=True)
-    ports = None
-    if args.passive_ports:
-        low, _, high = args.passive_ports.partition("-")
-        ports = range(int(low), int(high or low) + 1)
-    return Server([user], passive_ports=ports)
+    return User(login, None if args.anonymous else args.password, base_path=args.root, permissions=perms)
+
+
+def passive_ports(args: argparse.Namespace) -> range | None:
+    if not args.passive_ports:
+        return None
+    low, _, high = args.passive_ports.partition("-")
+    return range(int(low), int(high or low) + 1)
+
+
+def build_server(args: argparse.Namespace) -> Server:
+    return Server([build_user(args)], passive_ports=passive_ports(args))
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -65,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.workers > 1:
+        try:
+            run_workers([build_user(args)], host=args.host, port=args.port, workers=args.workers,
+                        passive_ports=passive_ports(args))
+        except (ValueError, RuntimeError) as exc:
+            print(f"fsftpd: {exc}", file=sys.stderr)
+            return 2
+        return 0
     asyncio.run(serve(args))
     return 0
 

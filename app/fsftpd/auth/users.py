@@ -11,7 +11,7 @@ import hmac
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol.paths import is_within, resolve
 
@@ -80,15 +80,24 @@ class User:
         return perm is not None and perm.writable
 
 
+class SessionCounter(Protocol):
+    """Session counts kept elsewhere (shared by the worker processes of one server)."""
+
+    def try_acquire_user(self, user: User) -> bool: ...
+
+    def release_user(self, user: User) -> None: ...
+
+
 class UserManager:
     """Looks users up and counts their live sessions.
 
     With no users configured, one anonymous user reads and writes "/" mapped to the current
     directory. The counters are plain ints guarded by a lock, so acquire/release are safe
-    from any thread.
+    from any thread. With ``shared`` (a multi-worker server) the limit is checked against the
+    count of every worker; :attr:`sessions` still counts this process's own sessions.
     """
 
-    def __init__(self, users: Iterable[User] | None) -> None:
+    def __init__(self, users: Iterable[User] | None, *, shared: SessionCounter | None = None) -> None:
         users = list(users or [])
         if not users:
             users = [User()]
@@ -96,6 +105,7 @@ class UserManager:
         self._by_login = {u.login: u for u in users if u.login is not None}
         self._anonymous = next((u for u in users if u.login is None), None)
         self._lock = threading.Lock()
+        self.shared = shared
         self.sessions: dict[str, int] = {}
 
     def find(self, login: str) -> User | None:
@@ -111,13 +121,18 @@ class UserManager:
     def try_acquire(self, user: User) -> bool:
         with self._lock:
             count = self.sessions.get(user.name, 0)
-            if user.maximum_connections is not None and count >= user.maximum_connections:
+            if self.shared is not None:
+                if not self.shared.try_acquire_user(user):
+                    return False
+            elif user.maximum_connections is not None and count >= user.maximum_connections:
                 return False
             self.sessions[user.name] = count + 1
             return True
 
     def release(self, user: User) -> None:
         with self._lock:
+            if self.shared is not None and user.name in self.sessions:
+                self.shared.release_user(user)
             count = self.sessions.get(user.name, 0) - 1
             if count <= 0:
                 self.sessions.pop(user.name, None)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 Rate = float | int | None
 RateSource = Rate | Callable[[], Rate]
@@ -135,3 +137,49 @@ class Throttle:
         delay = self.delay(size)
         if delay > 0:
             await self._sleep(delay)
+
+
+class Cells(Protocol):
+    """Where shared timelines live: floats by index (a ``memoryview`` cast to "d")."""
+
+    def __getitem__(self, index: int, /) -> float: ...
+
+    def __setitem__(self, index: int, value: float, /) -> None: ...
+
+
+class SharedTokenBucket(TokenBucket):
+    """A :class:`TokenBucket` whose timeline lives in memory shared by several processes
+    (``cells[index]``, a float; 0 means idle), booked under ``lock``. The clock must be the
+    same in every process: ``time.monotonic`` is (CLOCK_MONOTONIC, system-wide on Linux).
+
+    Used by the multi-worker server for the server-wide and per-user levels; the
+    per-connection levels stay plain :class:`TokenBucket` objects."""
+
+    def __init__(self, rate: RateSource, *, lock: AbstractContextManager[object],
+                 cells: Cells, index: int,
+                 clock: Callable[[], float] = time.monotonic, burst: float = BURST_SECONDS) -> None:
+        super().__init__(rate, clock=clock, burst=burst)
+        self._lock = lock
+        self._cells = cells
+        self._index = index
+
+    def book(self, size: int) -> float:
+        rate = self.rate
+        cells, index = self._cells, self._index
+        if rate is None:
+            if cells[index]:
+                cells[index] = 0.0  # one aligned store: no lock needed to forget the debt
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            tat = cells[index]
+            if tat < now:
+                tat = now
+            tat += size / rate
+            cells[index] = tat
+        return max(0.0, tat - now - self.burst)
+
+    @property
+    def backlog(self) -> float:
+        tat = self._cells[self._index]
+        return max(0.0, tat - self.clock()) if tat else 0.0
