@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import socket
 import time
@@ -50,8 +51,15 @@ class Request:
         return self.command.arg
 
 
-Handler = Callable[["Connection", Request], Awaitable[Reply | None]]
+#: A handler either is a coroutine function, or a plain function that returns its reply
+#: at once (a reply computed without waiting), or returns an awaitable for the cases that
+#: must wait. A plain function's work before it returns an awaitable must be free of side
+#: effects: the inline path (below) drops that awaitable and lets the session task run the
+#: handler again from the start.
+Handler = Callable[["Connection", Request], Awaitable[Reply | None] | Reply]
 HANDLERS: dict[str, Handler] = {}
+#: the handlers that are plain functions (see :meth:`Connection.serve_inline`)
+INLINE: set[str] = set()
 
 
 def handler(name: str) -> Callable[[Handler], Handler]:
@@ -59,6 +67,8 @@ def handler(name: str) -> Callable[[Handler], Handler]:
 
     def register(func: Handler) -> Handler:
         HANDLERS[name] = func
+        if not inspect.iscoroutinefunction(func):
+            INLINE.add(name)
         return func
 
     return register
@@ -134,6 +144,7 @@ class Connection:
         self._main: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None  # the task running this session (set by the server)
         self._idle_timer: asyncio.TimerHandle | None = None
+        channel.connection = self
 
     @property
     def peer(self) -> str:
@@ -224,7 +235,7 @@ class Connection:
             await self.reply(Reply(220, self.config.banner))
             while not self.closing:
                 line = await self._read_line()
-                if line is None:
+                if line is None or self.closing:  # closing: served inline (QUIT)
                     break
                 await self._handle_line(line)
         except asyncio.CancelledError:
@@ -294,16 +305,14 @@ class Connection:
             self.session.before(verb)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("session %d: %s", self.id, command)
-            reply = await HANDLERS[spec.handler](self, Request(command, spec))
+            result = HANDLERS[spec.handler](self, Request(command, spec))
+            reply = result if isinstance(result, Reply) else await result
         except FtpError as exc:
-            reply = exc.reply
-            log.info("session %d: %s -> %s", self.id, verb or "?", reply)
+            reply = self._error_reply(exc, verb)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            reply = reply_for_exception(exc)
-            level = logging.WARNING if reply.code in (451, 452) else logging.INFO
-            log.log(level, "session %d: %s failed: %r -> %s", self.id, verb, exc, reply)
+            reply = self._error_reply(exc, verb)
         if verb:
             self.session.after(verb)
         if reply is None and self.transfer is not None and not self.transfer.done():
@@ -313,10 +322,79 @@ class Connection:
             await asyncio.sleep(0)
         if reply is not None:
             await self.reply(reply)
-            events = self.server.events
-            if events.observers:
-                events.emit(CommandDone(self.id, self.user_name, verb or "?", reply.code,
-                                        time.perf_counter() - started))
+            self._command_done(verb, reply, started)
+
+    def _error_reply(self, exc: Exception, verb: str) -> Reply:
+        if isinstance(exc, FtpError):
+            log.info("session %d: %s -> %s", self.id, verb or "?", exc.reply)
+            return exc.reply
+        reply = reply_for_exception(exc)
+        level = logging.WARNING if reply.code in (451, 452) else logging.INFO
+        log.log(level, "session %d: %s failed: %r -> %s", self.id, verb, exc, reply)
+        return reply
+
+    def _command_done(self, verb: str, reply: Reply, started: float) -> None:
+        events = self.server.events
+        if events.observers:
+            events.emit(CommandDone(self.id, self.user_name, verb or "?", reply.code,
+                                    time.perf_counter() - started))
+
+    # -- the inline path ----------------------------------------------------------------
+    def serve_inline(self) -> bool:
+        """Serve buffered command lines right in the channel's receive callback, while the
+        session task waits for a line: a command whose reply needs no waiting (USER,
+        PASS with a ready home, TYPE, EPSV, PWD, QUIT, every error reply...) then costs
+        no task wake-up. Stops at the first line that needs waiting and leaves it in the
+        buffer for the task. Returns True when the task must be woken (a line is left,
+        or the session ends); order is kept because the task is idle meanwhile."""
+        channel = self.channel
+        while not (self.closing or self._shutting_down or channel.write_paused):
+            line = channel.peek_line()
+            if line is None:
+                return channel.needs_reader()
+            if not self._inline(line):
+                return True
+            channel.consume(len(line))
+            self.last_activity = time.monotonic()
+        if self.closing:
+            channel.stop_reading()  # QUIT: the task reads no further line, it ends the session
+        return True
+
+    def _inline(self, line: bytes) -> bool:
+        """One line served without waiting, or False (and nothing changed) if it needs
+        the task. The same steps as :meth:`_handle_line`."""
+        if self.transfer is not None and not self.transfer.done():
+            return False
+        started = time.perf_counter()
+        verb = ""
+        reply: Reply | None
+        try:
+            command = parse_line(line)
+            verb = command.verb
+            spec = lookup(command)
+            if spec.login and not self.session.logged_in:
+                raise FtpError(530, "Please log in with USER and PASS first")
+            if spec.handler not in INLINE:
+                return False
+            self.session.before(verb)
+            result = HANDLERS[spec.handler](self, Request(command, spec))
+            if not isinstance(result, Reply):
+                # This case needs waiting: the handler made no change yet (see Handler).
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                return False
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("session %d: %s (inline)", self.id, command)
+            reply = result
+        except Exception as exc:
+            reply = self._error_reply(exc, verb)
+        if verb:
+            self.session.after(verb)
+        if not self.transport.is_closing():
+            self.transport.write(reply.encode())
+        self._command_done(verb, reply, started)
+        return True
 
     # -- data connections ------------------------------------------------------------
     def close_data_channel(self) -> None:
@@ -528,6 +606,7 @@ class Connection:
             self.server.release_user(self.user)
             self.user = None
         self.closing = True
+        self.channel.connection = None  # no reference cycle left for the collector
         with contextlib.suppress(Exception):
             self.transport.close()
         events = self.server.events

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, cast
 from ..protocol.commands import MAX_LINE
 
 if TYPE_CHECKING:
+    from .connection import Connection
     from .server import Server
 
 
@@ -41,6 +42,7 @@ class ControlChannel(asyncio.Protocol):
         "_read_paused",
         "_waiter",
         "_write_paused",
+        "connection",
         "server",
         "transport",
     )
@@ -55,6 +57,7 @@ class ControlChannel(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self.connection: Connection | None = None  # set once the server accepts the session
 
     # -- asyncio.Protocol callbacks ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,7 +76,11 @@ class ControlChannel(asyncio.Protocol):
         buf += data
         waiter = self._waiter
         if waiter is not None and not waiter.done() and (b"\n" in data or len(buf) > LINE_LIMIT):
-            waiter.set_result(None)
+            # The session task is idle, waiting for a line: lines whose replies need no
+            # waiting are served right here; the task is woken only for the others.
+            conn = self.connection
+            if conn is None or conn.serve_inline():
+                waiter.set_result(None)
         if len(buf) > 2 * LINE_LIMIT and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
@@ -133,6 +140,28 @@ class ControlChannel(asyncio.Protocol):
             self._maybe_resume()
             raise LineTooLong
         return None
+
+    def peek_line(self) -> bytes | None:
+        """The first complete buffered line (with its LF) within the length limit, left in
+        the buffer; None if there is none (or the line is over-long: :meth:`next_line`
+        deals with that)."""
+        buf = self._buffer
+        end = buf.find(b"\n", 0, LINE_LIMIT + 1)
+        return bytes(buf[:end + 1]) if end >= 0 else None
+
+    def consume(self, size: int) -> None:
+        """Drop ``size`` bytes (a line returned by :meth:`peek_line`) from the buffer."""
+        del self._buffer[:size]
+        self._maybe_resume()
+
+    def needs_reader(self) -> bool:
+        """Whether the buffer holds something :meth:`read_line` must handle (an over-long
+        line) or the input ended."""
+        return self._eof or len(self._buffer) > LINE_LIMIT
+
+    def stop_reading(self) -> None:
+        """No further line is read: :meth:`read_line` returns None from now on."""
+        self._eof = True
 
     def _maybe_resume(self) -> None:
         if self._read_paused and len(self._buffer) <= LINE_LIMIT and self.transport is not None:

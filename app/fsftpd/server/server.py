@@ -11,7 +11,7 @@ import logging
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth.users import User, UserManager
 from ..protocol.replies import Reply
@@ -24,6 +24,9 @@ from .config import ServerConfig
 from .connection import Connection
 from .control import ControlChannel
 from .events import ConnectionRefused, EventBus
+
+if TYPE_CHECKING:
+    from .shared import SharedLimits, WorkerSlot
 
 log = logging.getLogger("fsftpd.server")
 
@@ -94,11 +97,15 @@ class Server:
 
     ``path_io_factory`` builds the storage for each user's ``base_path``; the default picks
     the backend from the URL scheme. Options are those of :class:`ServerConfig`.
+
+    ``shared`` is set by :func:`fsftpd.run_workers` only: this server is one worker of
+    several, and its connection counts, session counts, limits and server/user buckets live
+    in memory shared with the other workers. ``None`` (a single process) keeps them here.
     """
 
     def __init__(self, users: Iterable[User] | None = None, *,
                  path_io_factory: Any = open_home, config: ServerConfig | None = None,
-                 **options: Any) -> None:
+                 shared: WorkerSlot | None = None, **options: Any) -> None:
         known = {f.name for f in fields(ServerConfig)}
         unknown = set(options) - known
         if unknown:
@@ -106,14 +113,16 @@ class Server:
         base = config or ServerConfig()
         self.config = ServerConfig(**{**{f.name: getattr(base, f.name) for f in fields(ServerConfig)},
                                       **options})
-        self.users = UserManager(users)
+        self.shared = shared
+        self.users = UserManager(users, shared=shared)
         self.events = EventBus()
         for name in TIMEOUTS:
             value = getattr(self.config, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or value <= 0):
                 raise ValueError(f"{name} must be None (no timeout) or a number of seconds > 0")
-        self.limits = Limits(self.config)
+        self.limits: Limits | SharedLimits = (
+            Limits(self.config) if shared is None else shared.make_limits(self.config))
         # One Deadlines for every transfer: the timeouts are fixed for the server's life.
         self.deadlines = Deadlines(self.config.socket_timeout, self.config.path_timeout)
         self.path_io_factory: PathIOFactory = adapt_factory(path_io_factory)
@@ -206,7 +215,9 @@ class Server:
     def set_limits(self, **changes: float | None) -> None:
         """Change server-wide limits on the running server (see :class:`Limits` for the
         names). They apply to new connections and to running transfers' next chunk. Call
-        it on the server's event loop (``loop.call_soon_threadsafe`` from another thread)."""
+        it on the server's event loop (``loop.call_soon_threadsafe`` from another thread).
+        In a worker of :func:`fsftpd.run_workers` the limits live in shared memory, so a
+        change applies to every worker."""
         self.limits.update(**changes)
 
     def _new_channel(self) -> ControlChannel:
@@ -230,7 +241,7 @@ class Server:
         # TCP_NODELAY and SO_OOBINLINE come from the listening socket (see _tune_listener).
         conn = Connection(self, channel, next(self._ids), peer)
         self.connections.add(conn)
-        self._per_ip[ip] += 1
+        self._per_ip[ip] += 1  # this process's own count (the shared one is in _refusal)
         task = asyncio.get_running_loop().create_task(self._serve(conn, ip))
         conn.task = task
         self._tasks.add(task)
@@ -245,10 +256,14 @@ class Server:
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
+            if self.shared is not None:
+                self.shared.close(ip)
 
     def _refusal(self, ip: str) -> tuple[str, str] | None:
         if self._closing:
             return "shutdown", "Server shutting down"
+        if self.shared is not None:
+            return self.shared.try_open(ip)  # checks the limits and counts, across workers
         limit = self.limits.maximum_connections
         if limit is not None and len(self.connections) >= limit:
             return "server-limit", f"Too many connections ({limit}), try again later"
@@ -258,6 +273,7 @@ class Server:
         return None
 
     def per_ip_count(self, ip: str) -> int:
+        """Control connections from ``ip`` to this process (one worker's share, with workers)."""
         return self._per_ip.get(ip, 0)
 
     # -- users and storage -------------------------------------------------------------
@@ -271,8 +287,11 @@ class Server:
         """(read, write) buckets shared by all of ``user``'s sessions."""
         buckets = self._user_buckets.get(id(user))
         if buckets is None:
-            buckets = (TokenBucket(lambda: user.read_speed_limit),
-                       TokenBucket(lambda: user.write_speed_limit))
+            if self.shared is None:
+                buckets = (TokenBucket(lambda: user.read_speed_limit),
+                           TokenBucket(lambda: user.write_speed_limit))
+            else:
+                buckets = self.shared.user_buckets(user)
             self._user_buckets[id(user)] = buckets
         return buckets
 
@@ -286,3 +305,7 @@ class Server:
             await io.ensure_root()
             self._ready_roots.add(id(user))
         return io
+
+    def ready_path_io(self, user: User) -> AbstractPathIO | None:
+        """``user``'s storage if :meth:`path_io_for` has already made it ready, else None."""
+        return self._path_ios.get(id(user)) if id(user) in self._ready_roots else None

@@ -14,7 +14,8 @@ import asyncio
 import ipaddress
 import random
 import socket
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 
 from ..protocol.errors import FtpError
 
@@ -32,6 +33,25 @@ def tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+#: Linux gives an accepted socket the listener's buffer sizes and TCP_NODELAY: tuning the
+#: listener once is enough (three system calls fewer per data connection).
+_INHERITS_OPTIONS = sys.platform.startswith("linux")
+
+
+def _candidates(ports: Sequence[int] | None) -> Iterator[int]:
+    """The passive ports to try: each of ``ports`` once, from a random starting point (so
+    a port is hard to guess and consecutive data connections rarely share one), or 0 (the
+    OS picks) when no range is configured. The range is not copied or shuffled: a
+    10,000-port range costs no more per PASV than a 10-port one."""
+    if not ports:
+        yield 0
+        return
+    count = len(ports)
+    start = random.randrange(count)
+    for i in range(count):
+        yield ports[(start + i) % count]
 
 
 def same_host(a: str, b: str) -> bool:
@@ -59,11 +79,8 @@ class PassiveListener:
     @classmethod
     def open(cls, local_host: str, peer_host: str, ports: Sequence[int] | None) -> PassiveListener:
         family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
-        candidates: Sequence[int] = [0]
-        if ports:
-            candidates = random.sample(list(ports), len(ports))
         last: OSError | None = None
-        for port in candidates:
+        for port in _candidates(ports):
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -83,7 +100,8 @@ class PassiveListener:
             conn, addr = await loop.sock_accept(self.sock)
             if same_host(addr[0], self.peer_host):
                 conn.setblocking(False)
-                tune(conn)
+                if not _INHERITS_OPTIONS:
+                    tune(conn)
                 return conn
             # A connection from another host: refuse it and keep waiting for the client.
             conn.close()

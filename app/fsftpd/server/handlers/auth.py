@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
+from ...auth.users import User
 from ...protocol.errors import FtpError
 from ...protocol.replies import Reply
 from ...protocol.session import Login
@@ -15,7 +17,7 @@ log = logging.getLogger("fsftpd.auth")
 
 
 @handler("user")
-async def user(conn: Connection, req: Request) -> Reply:
+def user(conn: Connection, req: Request) -> Reply:
     if conn.session.logged_in:
         raise FtpError(503, "Already logged in; use REIN to change user")
     name = req.arg.strip()
@@ -28,18 +30,25 @@ async def user(conn: Connection, req: Request) -> Reply:
 
 
 @handler("pass")
-async def password(conn: Connection, req: Request) -> Reply:
+def password(conn: Connection, req: Request) -> Reply | Awaitable[Reply]:
     if conn.session.logged_in:
         raise FtpError(503, "Already logged in")
     if conn.session.login is not Login.AWAITING_PASS:
         raise FtpError(503, "Login with USER first")
     candidate = conn.pending_user
+    if (candidate is None or conn.server.ready_path_io(candidate) is None
+            or not candidate.check_password(req.arg)):
+        # A failed login waits (failed_login_delay); a first login readies the storage.
+        return _password(conn, req)
+    return _logged_in(conn, candidate)
+
+
+async def _password(conn: Connection, req: Request) -> Reply:
+    candidate = conn.pending_user
     name = conn.session.user_name or ""
     ok = candidate is not None and candidate.check_password(req.arg)
-    events = conn.server.events
-    if events.observers:
-        events.emit(LoginAttempt(conn.id, conn.peer, name, ok))
     if candidate is None or not ok:
+        conn.server.events.emit(LoginAttempt(conn.id, conn.peer, name, False))
         conn.login_failures += 1
         conn.session.login = Login.AWAITING_USER
         log.warning("session %d: failed login for %r from %s", conn.id, name, conn.peer_host)
@@ -48,16 +57,23 @@ async def password(conn: Connection, req: Request) -> Reply:
             conn.closing = True
             return Reply(421, "Too many failed logins, closing connection")
         raise FtpError(530, "Login incorrect")
+    await conn.storage(conn.server.path_io_for(candidate))
+    return _logged_in(conn, candidate)
+
+
+def _logged_in(conn: Connection, candidate: User) -> Reply:
+    """The password was right and the user's storage is ready: take a session slot."""
+    events = conn.server.events
+    if events.observers:
+        events.emit(LoginAttempt(conn.id, conn.peer, conn.session.user_name or "", True))
+    io = conn.server.ready_path_io(candidate)
+    assert io is not None
     if not conn.server.acquire_user(candidate):
         conn.server.events.emit(ConnectionRefused(conn.peer, "user-limit"))
         conn.closing = True
         conn.session.login = Login.AWAITING_USER
         return Reply(530, f"Too many connections for user {candidate.name}, closing")
-    try:
-        conn.io = await conn.storage(conn.server.path_io_for(candidate))
-    except BaseException:
-        conn.server.release_user(candidate)
-        raise
+    conn.io = io
     conn.user = candidate
     conn.pending_user = None
     conn.session.login = Login.LOGGED_IN
@@ -81,9 +97,16 @@ async def rein(conn: Connection, req: Request) -> Reply:
 
 
 @handler("quit")
-async def quit_(conn: Connection, req: Request) -> Reply:
+def quit_(conn: Connection, req: Request) -> Reply | Awaitable[Reply]:
     if conn.transfer is not None and not conn.transfer.done():
-        # RFC 959: QUIT during a transfer closes after the transfer's reply.
+        return _quit_after_transfer(conn)
+    conn.closing = True
+    return Reply(221, "Goodbye")
+
+
+async def _quit_after_transfer(conn: Connection) -> Reply:
+    # RFC 959: QUIT during a transfer closes after the transfer's reply.
+    if conn.transfer is not None:
         await asyncio.shield(conn.transfer)
     conn.closing = True
     return Reply(221, "Goodbye")

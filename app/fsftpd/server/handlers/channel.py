@@ -16,32 +16,32 @@ from ..connection import Connection, Request, handler
 
 
 @handler("type")
-async def type_(conn: Connection, req: Request) -> Reply:
+def type_(conn: Connection, req: Request) -> Reply:
     kind = conn.session.set_type(req.arg)
     return Reply(200, f"Type set to {'ASCII' if kind.value == 'A' else 'binary'}")
 
 
 @handler("mode")
-async def mode(conn: Connection, req: Request) -> Reply:
+def mode(conn: Connection, req: Request) -> Reply:
     if req.arg.strip().upper() != "S":
         raise FtpError(504, "Only MODE S (stream) is supported")
     return Reply(200, "Mode set to S")
 
 
 @handler("stru")
-async def stru(conn: Connection, req: Request) -> Reply:
+def stru(conn: Connection, req: Request) -> Reply:
     if req.arg.strip().upper() != "F":
         raise FtpError(504, "Only STRU F (file) is supported")
     return Reply(200, "Structure set to F")
 
 
 @handler("allo")
-async def allo(conn: Connection, req: Request) -> Reply:
+def allo(conn: Connection, req: Request) -> Reply:
     return Reply(202, "No storage allocation necessary")
 
 
 @handler("rest")
-async def rest(conn: Connection, req: Request) -> Reply:
+def rest(conn: Connection, req: Request) -> Reply:
     offset = conn.session.set_rest(req.arg.strip())
     return Reply(350, f"Restarting at {offset}. Send STOR, APPE or RETR")
 
@@ -55,7 +55,7 @@ def _listen(conn: Connection) -> PassiveListener:
 
 
 @handler("pasv")
-async def pasv(conn: Connection, req: Request) -> Reply:
+def pasv(conn: Connection, req: Request) -> Reply:
     announced = pasv_reply_address(conn.config.masquerade_address or conn.local_host)
     listener = _listen(conn)
     h = announced.replace(".", ",")
@@ -63,7 +63,7 @@ async def pasv(conn: Connection, req: Request) -> Reply:
 
 
 @handler("epsv")
-async def epsv(conn: Connection, req: Request) -> Reply:
+def epsv(conn: Connection, req: Request) -> Reply:
     arg = req.arg.strip().upper()
     if arg == "ALL":
         conn.session.epsv_all = True
@@ -86,7 +86,7 @@ def _active(conn: Connection, host: str, port: int) -> Reply:
 
 
 @handler("port")
-async def port(conn: Connection, req: Request) -> Reply:
+def port(conn: Connection, req: Request) -> Reply:
     if ":" in conn.local_host and not conn.local_host.startswith("::ffff:"):
         raise FtpError(522, "PORT is IPv4 only; use EPRT (RFC 2428)")
     host, number = parse_port(req.arg)
@@ -94,6 +94,6 @@ async def port(conn: Connection, req: Request) -> Reply:
 
 
 @handler("eprt")
-async def eprt(conn: Connection, req: Request) -> Reply:
+def eprt(conn: Connection, req: Request) -> Reply:
     host, number = parse_eprt(req.arg)
     return _active(conn, host, number)

@@ -13,23 +13,23 @@ from .files import entry_batches, list_arg
 
 
 @handler("noop")
-async def noop(conn: Connection, req: Request) -> Reply:
+def noop(conn: Connection, req: Request) -> Reply:
     return Reply(200, "NOOP ok")
 
 
 @handler("syst")
-async def syst(conn: Connection, req: Request) -> Reply:
+def syst(conn: Connection, req: Request) -> Reply:
     return Reply(215, "UNIX Type: L8")
 
 
 @handler("feat")
-async def feat(conn: Connection, req: Request) -> Reply:
+def feat(conn: Connection, req: Request) -> Reply:
     lines = feature_lines(conn.session.mlst_facts)
     return Reply(211, "Features:", *[f" {line}" for line in lines], "End")
 
 
 @handler("opts")
-async def opts(conn: Connection, req: Request) -> Reply:
+def opts(conn: Connection, req: Request) -> Reply:
     option, _, value = req.arg.strip().partition(" ")
     option = option.upper()
     if option == "UTF8":
@@ -48,7 +48,7 @@ async def opts(conn: Connection, req: Request) -> Reply:
 
 
 @handler("help")
-async def help_(conn: Connection, req: Request) -> Reply:
+def help_(conn: Connection, req: Request) -> Reply:
     verb = req.arg.strip().upper()
     if verb:
         spec = COMMANDS.get(verb)
