@@ -17,17 +17,20 @@ import os
 import secrets
 import stat as stat_mod
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import partial
 from typing import TypeVar
 
-from ..protocol.listing import Entry
+from ..protocol.listing import Entry, StatRenderer, entry_from_stat
 from .base import AbstractPathIO, EntryBatch, ReadStream, WriteStream
+from .local_listing import DirReader
 
 T = TypeVar("T")
 
 TEMP_PREFIX = ".fsftpd-upload-"
+#: entries per worker-thread call of list_batches (Entry objects) and list_text (text)
 LIST_BATCH = 1024
+LIST_TEXT_BATCH = 4096
 
 
 #: worker threads for local-disk calls. Most calls take microseconds, but some block on
@@ -48,12 +51,12 @@ async def _run(func: Callable[..., T], *args: object) -> T:
     return await asyncio.get_running_loop().run_in_executor(_disk_executor(), partial(func, *args))
 
 
-def _entry(name: str, st: os.stat_result) -> Entry:
-    mode = st.st_mode
-    is_dir = stat_mod.S_ISDIR(mode)
-    # positional: this runs once per directory entry in listings
-    return Entry(name, is_dir, 0 if is_dir else st.st_size, st.st_mtime, mode & 0o777, st.st_nlink,
-                 f"{st.st_dev:x}g{st.st_ino:x}")
+_entry = entry_from_stat
+
+
+async def _close_dir(reader: DirReader) -> None:
+    if not reader.try_close():  # a batch is still running in its thread: wait for it
+        await _run(reader.close)
 
 
 class PathIO(AbstractPathIO):
@@ -97,57 +100,68 @@ class PathIO(AbstractPathIO):
     async def stat(self, path: str) -> Entry:
         return await _run(self._stat, path)
 
-    def _scan(self, path: str) -> tuple[os.DirEntry[str], ...] | None:
+    def _open_dir(self, path: str) -> tuple[str, int]:
+        """The real path of directory ``path`` and a descriptor open on it."""
         real = self._safe(path)
         if not os.path.isdir(real):
             if os.path.exists(real):
                 raise NotADirectoryError(errno.ENOTDIR, "Not a directory")
             raise FileNotFoundError(errno.ENOENT, "No such file or directory")
-        return None
+        return real, os.open(real, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
 
-    def _batch(self, iterator: object) -> list[Entry]:
-        it = iterator  # an os.scandir iterator
-        out: list[Entry] = []
-        for item in it:  # type: ignore[attr-defined]
-            if item.name.startswith(TEMP_PREFIX):
-                continue
-            try:
-                # A link leading outside the home is listed as the link itself: its
-                # target's size, times and mode are not the client's to see.
-                outside = item.is_symlink() and not self._inside(os.path.realpath(item.path))
-                st = item.stat(follow_symlinks=not outside)
-            except OSError:
-                try:
-                    st = item.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-            out.append(_entry(item.name, st))
-            if len(out) >= LIST_BATCH:
-                break
-        return out
+    def _dir_reader(self, path: str) -> DirReader:
+        # opened by its first batch, in that batch's worker-thread call
+        return DirReader(partial(self._open_dir, path), self._inside, TEMP_PREFIX)
 
     async def list(self, path: str) -> AsyncIterator[Entry]:
-        async for batch in self.list_batches(path):
+        async for batch in self._entry_batches(path):
             for entry in batch:
                 yield entry
 
-    async def list_batches(self, path: str) -> AsyncIterator[EntryBatch]:
-        if type(self).list is not PathIO.list:
-            # a subclass changed list(): listings must go through it
-            async for batch in super().list_batches(path):
-                yield batch
-            return
+    def _fast_listing(self) -> bool:
+        # a subclass that changed list() or list_batches(): listings must go through it
+        cls = type(self)
+        return cls.list is PathIO.list and cls.list_batches is PathIO.list_batches
+
+    def list_batches(self, path: str) -> AsyncIterator[EntryBatch]:
+        # A subclass's list() that calls super().list() ends up in _entry_batches, not
+        # back here (that would recurse).
+        return self._entry_batches(path) if self._fast_listing() else super().list_batches(path)
+
+    async def _entry_batches(self, path: str) -> AsyncIterator[EntryBatch]:
         # one worker-thread call per LIST_BATCH entries (scandir + stat + Entry)
-        await _run(self._scan, path)
-        iterator = await _run(os.scandir, self._real(path))
+        reader = self._dir_reader(path)
         try:
             while True:
-                batch = await _run(self._batch, iterator)
-                if not batch:
+                batch, more = await _run(reader.entries, LIST_BATCH)
+                if batch:
+                    yield batch
+                if not more:
                     break
-                yield batch
         finally:
-            iterator.close()
+            await _close_dir(reader)
+
+    def list_text(self, path: str, renderer: StatRenderer) -> AsyncGenerator[bytes, None] | None:
+        """The listing of directory ``path`` as UTF-8 text (names that are not UTF-8 keep
+        their bytes), rendered by ``renderer`` in worker threads: one thread call per
+        :data:`LIST_TEXT_BATCH` entries reads, stats and formats them, and the event loop
+        only sends. Same entries, clamps and errors as :meth:`list`. None when a subclass
+        changed how listings are made (then the caller renders :meth:`list_batches`)."""
+        if not self._fast_listing():
+            return None
+        return self._list_text(path, renderer)
+
+    async def _list_text(self, path: str, renderer: StatRenderer) -> AsyncGenerator[bytes, None]:
+        reader = self._dir_reader(path)
+        try:
+            while True:
+                data, more = await _run(reader.text, renderer, LIST_TEXT_BATCH)
+                if data:
+                    yield data
+                if not more:
+                    break
+        finally:
+            await _close_dir(reader)
 
     # -- namespace changes ----------------------------------------------------------
     async def mkdir(self, path: str) -> None:

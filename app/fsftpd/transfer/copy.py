@@ -318,23 +318,41 @@ def _give_buffer(buffer: bytearray) -> None:
         pool.append(buffer)
 
 
-async def send_text(sock: socket.socket, chunks: AsyncIterator[str], deadlines: Deadlines,
+async def send_text(sock: socket.socket, chunks: AsyncIterator[str | bytes], deadlines: Deadlines,
                     *, flush_at: int = 64 * 1024) -> int:
     """Send listing text (runs of CRLF-terminated lines) in writes of about ``flush_at``
-    bytes; return the bytes sent. Like file data, ``socket_timeout`` bounds each stall."""
+    bytes; return the bytes sent. Chunks already encoded (bytes: a local listing renders
+    whole batches in its worker thread) go out as they are. Like file data,
+    ``socket_timeout`` bounds each stall. ``chunks`` is closed when the sending ends."""
     pending: list[str] = []
     size = 0
     total = 0
-    async for chunk in chunks:
-        pending.append(chunk)
-        size += len(chunk)
-        if size >= flush_at:
+    try:
+        async for chunk in chunks:
+            if isinstance(chunk, bytes):
+                if pending:
+                    data = "".join(pending).encode("utf-8", "surrogateescape")
+                    pending, size = [], 0
+                    await _send_all(sock, data, deadlines)
+                    total += len(data)
+                await _send_all(sock, chunk, deadlines)
+                total += len(chunk)
+                continue
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= flush_at:
+                data = "".join(pending).encode("utf-8", "surrogateescape")
+                pending, size = [], 0
+                await _send_all(sock, data, deadlines)
+                total += len(data)
+        if pending:
             data = "".join(pending).encode("utf-8", "surrogateescape")
-            pending, size = [], 0
             await _send_all(sock, data, deadlines)
             total += len(data)
-    if pending:
-        data = "".join(pending).encode("utf-8", "surrogateescape")
-        await _send_all(sock, data, deadlines)
-        total += len(data)
+    finally:
+        # an async generator left early (a failed send, ABOR) is closed here, so the
+        # storage listing behind it releases its directory now, not at garbage collection
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
     return total

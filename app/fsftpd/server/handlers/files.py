@@ -31,17 +31,23 @@ async def entry_batches(conn: Connection, path: str, entry: Entry) -> AsyncItera
     if not entry.is_dir:
         yield [entry]
         return
-    iterator = conn.storage_io.list_batches(path).__aiter__()
-    while True:
-        try:
-            batch = await conn.storage(iterator.__anext__())
-        except StopAsyncIteration:
-            return
-        yield batch
+    batches = conn.storage_io.list_batches(path)
+    iterator = batches.__aiter__()
+    try:
+        while True:
+            try:
+                batch = await conn.storage(iterator.__anext__())
+            except StopAsyncIteration:
+                return
+            yield batch
+    finally:
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:  # an early exit releases the listing now, not at collection
+            await aclose()
 
 
 @handler("pwd")
-async def pwd(conn: Connection, req: Request) -> Reply:
+def pwd(conn: Connection, req: Request) -> Reply:
     return Reply(257, f"{quote_path(conn.session.cwd)} is the current directory")
 
 
