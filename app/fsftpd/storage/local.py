@@ -10,8 +10,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import errno
 import os
 import secrets
@@ -22,6 +20,7 @@ from functools import partial
 from typing import TypeVar
 
 from ..protocol.listing import Entry, StatRenderer, entry_from_stat
+from . import threads
 from .base import AbstractPathIO, EntryBatch, ReadStream, WriteStream
 from .local_listing import DirReader
 
@@ -37,18 +36,11 @@ LIST_TEXT_BATCH = 4096
 #: the disk (an ext4 rename over an existing file starts writeback of the new data), and
 #: with the loop's small default pool a few of those stall every session's file calls.
 DISK_THREADS = 32
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _disk_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = concurrent.futures.ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="fsftpd-disk")
-    return _executor
+_threads = threads.pool(DISK_THREADS)
 
 
 async def _run(func: Callable[..., T], *args: object) -> T:
-    return await asyncio.get_running_loop().run_in_executor(_disk_executor(), partial(func, *args))
+    return await _threads.run(partial(func, *args) if args else func)
 
 
 _entry = entry_from_stat
