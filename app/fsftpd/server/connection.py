@@ -410,6 +410,9 @@ class Connection:
             if self.passive is not None:
                 listener, self.passive = self.passive, None
                 try:
+                    ready = listener.accept_ready()
+                    if ready is not None:
+                        return ready
                     if wait is None:
                         return await listener.accept()
                     async with asyncio.timeout(wait):

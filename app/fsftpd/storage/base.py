@@ -53,6 +53,11 @@ class WriteStream(abc.ABC):
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data``; must not keep a reference to it after returning."""
 
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        """Take ``data`` without waiting (copying it if it is kept) and return True, or
+        return False, taking nothing: the caller then awaits ``write``."""
+        return False
+
     @abc.abstractmethod
     async def commit(self) -> None:
         """Make the upload visible at its path, atomically where the backend allows."""

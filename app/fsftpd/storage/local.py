@@ -371,12 +371,17 @@ class LocalWriteStream(WriteStream):
             _write_fd(self._fd, held)
         _write_fd(self._fd, data)
 
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        if self._written or len(data) > HOLD_MAX:
+            return False
+        self._held = bytes(data)  # a copy: the caller reuses its buffer
+        self._written = len(data)
+        return True
+
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._written and len(data) <= HOLD_MAX:
-            self._held = bytes(data)  # a copy: the caller reuses its buffer
-        else:
+        if not self.write_nowait(data):
             await _run(self._write_all, data)
-        self._written += len(data)
+            self._written += len(data)
 
     @property
     def bytes_written(self) -> int:

@@ -275,7 +275,8 @@ async def receive_stream(
                 chunk: bytes | memoryview = view[:filled]
                 if ascii_mode:
                     chunk, carry = from_crlf(bytes(chunk), carry)
-                pending = asyncio.ensure_future(_write_block(writer, chunk, deadlines))
+                if not writer.write_nowait(chunk):  # a small upload's only block: no task
+                    pending = asyncio.ensure_future(_write_block(writer, chunk, deadlines))
             index ^= 1
             block = size
         if pending is not None:

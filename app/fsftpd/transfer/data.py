@@ -94,17 +94,33 @@ class PassiveListener:
                 last = exc
         raise FtpError(425, f"Cannot open passive connection: {last.strerror if last else 'no port'}")
 
+    def accept_ready(self) -> socket.socket | None:
+        """The client's connection if it is queued already (it usually is: clients
+        connect before they send RETR or STOR), without a wait on the loop."""
+        while True:
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return None
+            if self._admit(conn, addr[0]):
+                return conn
+
     async def accept(self) -> socket.socket:
         loop = asyncio.get_running_loop()
         while True:
             conn, addr = await loop.sock_accept(self.sock)
-            if same_host(addr[0], self.peer_host):
-                conn.setblocking(False)
-                if not _INHERITS_OPTIONS:
-                    tune(conn)
+            if self._admit(conn, addr[0]):
                 return conn
-            # A connection from another host: refuse it and keep waiting for the client.
-            conn.close()
+
+    def _admit(self, conn: socket.socket, host: str) -> bool:
+        if same_host(host, self.peer_host):
+            conn.setblocking(False)
+            if not _INHERITS_OPTIONS:
+                tune(conn)
+            return True
+        # A connection from another host: refuse it and keep waiting for the client.
+        conn.close()
+        return False
 
     def close(self) -> None:
         self.sock.close()
