@@ -228,22 +228,14 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
     items = _measurements(plan, layout)
     for rep in range(plan.profile.reps):
         order = plan.servers[rep % len(plan.servers) :] + plan.servers[: rep % len(plan.servers)]
-        for _, key, fn in items:
-            for kind in order:
-                host = next(addresses)
-                t0 = time.monotonic()
-                with servers.start(
-                    kind, host, root, plan.server_cores, workers=plan.workers if kind == "fsftpd" else 1
-                ) as srv:
-                    sample = fn(srv)
-                plan.add(key, kind, sample)
-                log(f"rep {rep + 1} {key:<10} {kind:<10} {_brief(sample)} ({time.monotonic() - t0:.1f}s)")
-        if "g" in plan.workloads:
+        if "g" in plan.workloads:  # first, next to (a), which is compared with them
+            _settle()
             host = next(addresses)
             dl = limits.download_limit(
                 host, os.path.join(root, "data", "big.bin"), plan.server_cores, plan.client_cores
             )
             plan.add("limit_download", "limit", dl)
+            _settle()
             ul = limits.upload_limit(
                 next(addresses),
                 os.path.join(root, "data", "up"),
@@ -253,6 +245,17 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
             )
             plan.add("limit_upload", "limit", ul)
             log(f"rep {rep + 1} limits     download {_brief(dl)} upload {_brief(ul)}")
+        for _, key, fn in items:
+            for kind in order:
+                host = next(addresses)
+                _settle()
+                t0 = time.monotonic()
+                with servers.start(
+                    kind, host, root, plan.server_cores, workers=plan.workers if kind == "fsftpd" else 1
+                ) as srv:
+                    sample = fn(srv)
+                plan.add(key, kind, sample)
+                log(f"rep {rep + 1} {key:<10} {kind:<10} {_brief(sample)} ({time.monotonic() - t0:.1f}s)")
     if "f" in plan.workloads:
         low, high = plan.profile.memory_sessions
         for rep in range(plan.profile.memory_reps):
@@ -262,6 +265,13 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
                 plan.add("memory", kind, sample)
                 log(f"rep {rep + 1} memory     {kind:<10} {_brief(sample)}")
     return layout
+
+
+def _settle() -> None:
+    """Write back what earlier measurements left dirty (thousands of small uploads, a
+    1 GiB one) before the next starts: the kernel's writeback threads are not pinned
+    and would otherwise take CPU from whichever measurement follows."""
+    os.sync()
 
 
 def _brief(sample: dict[str, float] | None) -> str:
