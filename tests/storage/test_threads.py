@@ -47,6 +47,23 @@ def test_a_cancelled_call_still_runs_to_the_end() -> None:
     asyncio.run(main())
 
 
+def test_a_call_cancelled_before_any_thread_took_it_is_not_run() -> None:
+    pool = DiskThreads(1)
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def main() -> None:
+        busy = pool.run(lambda: release.wait(5))  # holds the only thread
+        queued = pool.run(lambda: ran.append("queued"))
+        queued.cancel()
+        release.set()
+        assert await busy is True
+        assert await pool.run(lambda: "after") == "after"
+
+    asyncio.run(main())
+    assert ran == []
+
+
 def test_more_calls_than_threads_all_complete_within_the_limit() -> None:
     pool = DiskThreads(3)
     gate = threading.Barrier(3, timeout=5)

@@ -6,7 +6,9 @@ costs about twice what this pool's does (bench notes in docs/benchmarks.md). Her
 ``(loop, future, call)`` on a ``SimpleQueue``; the thread hands the outcome back with one
 ``call_soon_threadsafe``. A job whose awaiting task was cancelled still runs to the end in
 its thread (callers that own a descriptor rely on that; see LocalReadStream), and its
-outcome is dropped.
+outcome is dropped; a job cancelled before any thread took it is not run at all (as with
+``run_in_executor``: an upload whose commit was cancelled before it started is not
+renamed into place, and a cancelled open leaves no descriptor behind).
 
 Threads start on demand up to ``limit`` and then stay; they are daemon threads, so a call
 stuck on a dead disk never holds up the process's exit.
@@ -71,14 +73,19 @@ class DiskThreads:
         get = self._jobs.get
         while True:
             loop, future, call = get()
-            try:
-                outcome = (future, True, call())
-            except BaseException as exc:  # handed to the awaiting task, whatever it is
-                outcome = (future, False, exc)
-            try:
-                loop.call_soon_threadsafe(_deliver, *outcome)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
+            outcome: tuple[asyncio.Future[Any], bool, Any] | None
+            if future.cancelled():  # a plain read of the state; the loop only ever sets it
+                outcome = None
+            else:
+                try:
+                    outcome = (future, True, call())
+                except BaseException as exc:  # handed to the awaiting task, whatever it is
+                    outcome = (future, False, exc)
+            if outcome is not None:
+                try:
+                    loop.call_soon_threadsafe(_deliver, *outcome)
+                except RuntimeError:  # the loop is closed: nobody is waiting any more
+                    pass
             del loop, future, call, outcome
             with self._lock:
                 if self._backlog:
