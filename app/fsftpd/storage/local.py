@@ -23,6 +23,7 @@ from ..protocol.listing import Entry, StatRenderer, entry_from_stat
 from . import threads
 from .base import AbstractPathIO, EntryBatch, ReadStream, WriteStream
 from .local_listing import DirReader
+from .resolve import resolved_path
 
 T = TypeVar("T")
 
@@ -76,7 +77,7 @@ class PathIO(AbstractPathIO):
 
     def _check_inside(self, real: str, *, must_exist_parent_only: bool = False) -> None:
         target = os.path.dirname(real) if must_exist_parent_only else real
-        if not self._inside(os.path.realpath(target)):
+        if not self._inside(resolved_path(target)):
             raise PermissionError(errno.EACCES, "Path leads outside the home directory")
 
     def _safe(self, path: str, *, parent_only: bool = False) -> str:

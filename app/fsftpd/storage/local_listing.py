@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ..protocol.listing import Entry, StatRenderer, StatRow, entry_from_stat
+from .resolve import resolved_path
 
 #: directory entries stat'ed and rendered together inside one batch
 ROW_RUN = 256
@@ -122,7 +123,7 @@ class DirReader:
     def _link(self, item: os.DirEntry[str]) -> os.stat_result:
         link = item.stat(follow_symlinks=False)  # OSError: the link itself vanished
         try:
-            if not self._inside(os.path.realpath(os.path.join(self._real, item.name))):
+            if not self._inside(resolved_path(os.path.join(self._real, item.name))):
                 return link
             return item.stat()
         except OSError:
