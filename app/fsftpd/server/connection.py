@@ -17,7 +17,7 @@ import inspect
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -185,6 +185,24 @@ class Connection:
             return await awaitable
         async with asyncio.timeout(timeout):
             return await awaitable
+
+    async def storage_each(self, items: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+        """The items of a storage iterator, each step under ``path_timeout`` like
+        :meth:`storage`. Closing this generator closes ``items``: callers that may stop
+        early use ``contextlib.aclosing`` so a listing releases its directory at once, not
+        when it is collected."""
+        iterator = items.__aiter__()
+        try:
+            while True:
+                try:
+                    item = await self.storage(iterator.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def path(self, req: Request, arg: str | None = None, access: Access | None = None) -> str:
         """Resolve a path argument and check the access the command's spec demands."""

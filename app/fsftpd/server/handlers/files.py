@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
 from collections.abc import AsyncIterator
@@ -31,19 +32,9 @@ async def entry_batches(conn: Connection, path: str, entry: Entry) -> AsyncItera
     if not entry.is_dir:
         yield [entry]
         return
-    batches = conn.storage_io.list_batches(path)
-    iterator = batches.__aiter__()
-    try:
-        while True:
-            try:
-                batch = await conn.storage(iterator.__anext__())
-            except StopAsyncIteration:
-                return
+    async with contextlib.aclosing(conn.storage_each(conn.storage_io.list_batches(path))) as batches:
+        async for batch in batches:
             yield batch
-    finally:
-        aclose = getattr(batches, "aclose", None)
-        if aclose is not None:  # an early exit releases the listing now, not at collection
-            await aclose()
 
 
 @handler("pwd")

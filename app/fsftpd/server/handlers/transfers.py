@@ -138,14 +138,10 @@ async def _listing(conn: Connection, req: Request, verb: str, render: Callable[[
             if renderer is not None:
                 text = io.list_text(target, renderer)
         if text is not None:
-            async with contextlib.aclosing(text):
-                iterator = text.__aiter__()
-                while True:
-                    try:
-                        data = await conn.storage(iterator.__anext__())
-                    except StopAsyncIteration:
-                        return
+            async with contextlib.aclosing(conn.storage_each(text)) as pieces:
+                async for data in pieces:
                     yield data
+            return
         async for batch in entry_batches(conn, target, entry):
             yield "".join([render(item, target) + "\r\n" for item in batch])
 
