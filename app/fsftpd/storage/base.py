@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import abc
 import errno
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol.listing import Entry
+from ..protocol.listing import Entry, StatRenderer
 
 #: entries per :meth:`AbstractPathIO.list_batches` batch
 LIST_BATCH = 256
@@ -126,6 +126,12 @@ class AbstractPathIO(abc.ABC):
                 batch = []
         if batch:
             yield batch
+
+    def list_text(self, path: str, renderer: StatRenderer) -> AsyncGenerator[bytes, None] | None:
+        """Directory ``path`` already rendered to UTF-8 lines by ``renderer`` from the
+        backend's own stat records, or None (the default): the caller then renders
+        :meth:`list_batches` itself. Local disk implements it."""
+        return None
 
     async def open_read_sized(self, path: str, offset: int = 0) -> tuple[ReadStream, int]:
         """``open_read`` plus the file's size, for RETR: IsADirectoryError for a directory.

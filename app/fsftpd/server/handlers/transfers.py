@@ -17,7 +17,6 @@ from ...protocol import listing, paths
 from ...protocol.errors import FtpError
 from ...protocol.listing import Entry
 from ...protocol.replies import Reply
-from ...storage.local import PathIO
 from ...transfer.copy import receive_stream, send_stream, send_text
 from ..connection import Connection, Request, handler
 from .files import entry_batches, list_arg
@@ -122,7 +121,7 @@ async def _listing(conn: Connection, req: Request, verb: str, render: Callable[[
     MLSD, not a directory (501), then send the rendered lines over the data connection.
 
     A directory on local disk is read, stat'ed and rendered in worker threads straight
-    into bytes (``PathIO.list_text`` with the verb's ``fast`` renderer); any other listing
+    into bytes (``list_text`` with the verb's ``fast`` renderer); any other listing
     renders the storage's Entry batches line by line with ``render``."""
     target = conn.path(req, list_arg(req.arg, options=verb in ("LIST", "NLST")) or ".")
     io = conn.storage_io
@@ -133,7 +132,7 @@ async def _listing(conn: Connection, req: Request, verb: str, render: Callable[[
 
     async def chunks() -> AsyncIterator[str | bytes]:
         text = None
-        if entry.is_dir and isinstance(io, PathIO):
+        if entry.is_dir:
             renderer = fast(target)
             if renderer is not None:
                 text = io.list_text(target, renderer)
