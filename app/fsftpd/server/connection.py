@@ -237,10 +237,16 @@ class Connection:
             self.closing = True
             transport.abort()
 
-    # -- the control loop ---------------------------------------------------------------
-    async def run(self) -> None:
-        # Set only once running: a task cancelled before its first step would skip cleanup.
-        self._main = self.task if self.task is not None else asyncio.current_task()
+    # -- the session's life -------------------------------------------------------------
+    #
+    # A session starts without a task: the greeting is written at once, and command lines
+    # are served from the channel's receive callback (serve_inline) for as long as their
+    # replies need no waiting. The first line that needs waiting gives the session its
+    # task (run); a session that ends before that (QUIT, the client closing, idle timeout,
+    # shutdown) is ended right in the callback (_end_now). A login-and-leave session or an
+    # idle logged-in one thus never costs a task, a coroutine frame or a future.
+    def start(self) -> None:
+        """The session begins: greeting and idle timer."""
         events = self.server.events
         if events.observers:
             events.emit(SessionStarted(self.id, self.peer))
@@ -248,9 +254,25 @@ class Connection:
             log.info("session %d: connected from %s", self.id, self.peer)
         idle = self.config.idle_timeout
         if idle is not None:
-            self._idle_timer = asyncio.get_running_loop().call_later(idle, self._idle_check)
+            self._idle_timer = self.server.loop.call_later(idle, self._idle_check)
+        self.transport.write(Reply(220, self.config.banner).encode())
+
+    def wake(self) -> None:
+        """The channel's call when :meth:`serve_inline` asks for the task and the session
+        has none yet: end the session if it is over, else start its task."""
+        channel = self.channel
+        if self.closing or self._shutting_down or channel.exhausted():
+            self._end_now()
+        else:
+            self.server.spawn(self)
+
+    async def run(self) -> None:
+        """The session's task: read a line, handle it, reply, until the session ends."""
+        # Set only once running: a task cancelled before its first step would skip cleanup.
+        self._main = self.task if self.task is not None else asyncio.current_task()
         try:
-            await self.reply(Reply(220, self.config.banner))
+            if self._shutting_down:  # shutdown came before this task's first step
+                raise asyncio.CancelledError
             while not self.closing:
                 line = await self._read_line()
                 if line is None or self.closing:  # closing: served inline (QUIT)
@@ -265,6 +287,15 @@ class Connection:
         finally:
             await self._cleanup()
 
+    def _end_now(self, reply: Reply | None = None) -> None:
+        """End a session that has no task, from a callback: ``reply`` (if any) is its last."""
+        if self.channel.connection is not self:
+            return  # already ended
+        if reply is not None and not self.transport.is_closing():
+            self.transport.write(reply.encode())
+        self._release()
+        self.server.session_ended(self)
+
     def _idle_check(self) -> None:
         """The idle timer: one per session, re-armed lazily. It may fire early (activity
         since it was armed only moves the deadline later); then it re-arms itself. Silence
@@ -277,11 +308,16 @@ class Connection:
         if self.transfer is not None and not self.transfer.done():
             due = now + idle  # a running transfer is not idle
         elif due <= now:
+            if self.task is None:
+                self._idle_timer = None
+                log.info("session %d: idle for %ss, closing", self.id, idle)
+                self._end_now(_idle_reply(idle))
+                return
             if self.channel.time_out():
                 self._idle_timer = None
                 return
             due = now + idle  # busy with a command, not waiting for one
-        self._idle_timer = asyncio.get_running_loop().call_later(due - now, self._idle_check)
+        self._idle_timer = self.server.loop.call_later(due - now, self._idle_check)
 
     async def _read_line(self) -> bytes | None:
         """The next command line, or None when the session should end. Silence longer than
@@ -305,7 +341,7 @@ class Connection:
 
     async def _idle_close(self, idle: float) -> None:
         log.info("session %d: idle for %ss, closing", self.id, idle)
-        await self.reply(Reply(421, f"Idle timeout ({idle:g} s), closing control connection"))
+        await self.reply(_idle_reply(idle))
 
     async def _handle_line(self, line: bytes) -> None:
         started = time.perf_counter()
@@ -609,19 +645,25 @@ class Connection:
     def request_shutdown(self) -> None:
         """Graceful drain: idle sessions get 421 now; a running transfer may finish first."""
         self._shutting_down = True
-        if self._main is not None and (self.transfer is None or self.transfer.done()):
+        if self.task is None:
+            self._end_now(Reply(421, "Server shutting down, closing control connection"))
+        elif self._main is not None and (self.transfer is None or self.transfer.done()):
             self._main.cancel()
 
     async def _cleanup(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         task = self.transfer
         if task is not None and not task.done():
             self._abort_requested = True
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+        self._release()
+
+    def _release(self) -> None:
+        """The synchronous end of every session: timers, data channel, user slot, socket."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         self.close_data_channel()
         if self.user is not None:
             self.server.release_user(self.user)
@@ -644,6 +686,10 @@ class Connection:
 
     def set_type_ascii(self) -> bool:
         return self.session.transfer_type is TransferType.ASCII
+
+
+def _idle_reply(idle: float) -> Reply:
+    return Reply(421, f"Idle timeout ({idle:g} s), closing control connection")
 
 
 def _ignore(_: int) -> None:

@@ -74,12 +74,17 @@ class ControlChannel(asyncio.Protocol):
             data = data[newline + 1:]
         buf = self._buffer
         buf += data
-        waiter = self._waiter
-        if waiter is not None and not waiter.done() and (b"\n" in data or len(buf) > LINE_LIMIT):
-            # The session task is idle, waiting for a line: lines whose replies need no
-            # waiting are served right here; the task is woken only for the others.
-            conn = self.connection
-            if conn is None or conn.serve_inline():
+        conn = self.connection
+        if b"\n" in data or len(buf) > LINE_LIMIT:
+            waiter = self._waiter
+            if conn is not None and conn.task is None:
+                # No session task yet (see Connection.start): lines are served here; the
+                # task is started only for one that needs waiting.
+                if conn.serve_inline():
+                    conn.wake()
+            elif waiter is not None and not waiter.done() and (conn is None or conn.serve_inline()):
+                # The session task is idle, waiting for a line: lines whose replies need no
+                # waiting are served right here; the task is woken only for the others.
                 waiter.set_result(None)
         if len(buf) > 2 * LINE_LIMIT and not self._read_paused and self.transport is not None:
             self._read_paused = True
@@ -111,6 +116,10 @@ class ControlChannel(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+            return
+        conn = self.connection
+        if conn is not None and conn.task is None:
+            conn.wake()  # a session without a task: it ends here
 
     def time_out(self) -> bool:
         """Make a pending :meth:`read_line` raise TimeoutError; False if none is pending."""
@@ -159,6 +168,11 @@ class ControlChannel(asyncio.Protocol):
         line) or the input ended."""
         return self._eof or len(self._buffer) > LINE_LIMIT
 
+    def exhausted(self) -> bool:
+        """The input ended and nothing is left that :meth:`read_line` would return or
+        answer (no complete line, no over-long one)."""
+        return self._eof and len(self._buffer) <= LINE_LIMIT and self.peek_line() is None
+
     def stop_reading(self) -> None:
         """No further line is read: :meth:`read_line` returns None from now on."""
         self._eof = True
@@ -176,7 +190,7 @@ class ControlChannel(asyncio.Protocol):
                 return line
             if self._eof:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self.server.loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -193,7 +207,7 @@ class ControlChannel(asyncio.Protocol):
             return
         if self._eof and (self.transport is None or self.transport.is_closing()):
             raise ConnectionResetError("connection lost")
-        self._drain_waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiter = self.server.loop.create_future()
         try:
             await self._drain_waiter
         finally:

@@ -136,6 +136,7 @@ class Server:
         self._servers: list[asyncio.Server] = []
         self._ids = itertools.count(1)
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, host: str | Sequence[str] | None = None, port: int = 2121, **kwargs: Any) -> None:
@@ -146,7 +147,7 @@ class Server:
             # One start_server(None, 0) would give each address family its own free port.
             hosts = ["0.0.0.0", "::"]
         kwargs.setdefault("backlog", 1024)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for item in hosts:
             try:
                 srv = await loop.create_server(self._new_channel, item, port, **kwargs)
@@ -161,6 +162,15 @@ class Server:
             for sock in srv.sockets:
                 _tune_listener(sock)
                 log.info("listening on %s", sock.getsockname()[:2])
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs on, looked up once (on Python 3.11 each
+        ``asyncio.get_running_loop()`` costs a system call)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     @property
     def address(self) -> tuple[str, int]:
@@ -242,22 +252,31 @@ class Server:
         conn = Connection(self, channel, next(self._ids), peer)
         self.connections.add(conn)
         self._per_ip[ip] += 1  # this process's own count (the shared one is in _refusal)
-        task = asyncio.get_running_loop().create_task(self._serve(conn, ip))
+        conn.start()  # no task yet: see Connection.start
+
+    def spawn(self, conn: Connection) -> None:
+        """Give a session its task (at its first command that needs waiting)."""
+        task = self.loop.create_task(self._serve(conn))
         conn.task = task
         self._tasks.add(task)
 
-    async def _serve(self, conn: Connection, ip: str) -> None:
+    async def _serve(self, conn: Connection) -> None:
         try:
             await conn.run()
         finally:
             if conn.task is not None:
                 self._tasks.discard(conn.task)
-            self.connections.discard(conn)
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
-            if self.shared is not None:
-                self.shared.close(ip)
+            self.session_ended(conn)
+
+    def session_ended(self, conn: Connection) -> None:
+        """The bookkeeping of a session that ended (with or without a task)."""
+        self.connections.discard(conn)
+        ip = conn.peer_host
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+        if self.shared is not None:
+            self.shared.close(ip)
 
     def _refusal(self, ip: str) -> tuple[str, str] | None:
         if self._closing:
