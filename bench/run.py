@@ -230,10 +230,14 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
         order = plan.servers[rep % len(plan.servers) :] + plan.servers[: rep % len(plan.servers)]
         if "g" in plan.workloads:  # first, next to (a), which is compared with them
             _settle()
-            host = next(addresses)
-            dl = limits.download_limit(
-                host, os.path.join(root, "data", "big.bin"), plan.server_cores, plan.client_cores
-            )
+            big = os.path.join(root, "data", "big.bin")
+            tries = [
+                limits.download_limit(next(addresses), big, plan.server_cores, plan.client_cores)
+                for _ in range(2)
+            ]
+            speeds = ", ".join(f"{t['gib_per_s']:.2f}" for t in tries)
+            log(f"rep {rep + 1} download limit, GiB/s per try: {speeds}")
+            dl = max(tries, key=lambda t: t["gib_per_s"])
             plan.add("limit_download", "limit", dl)
             _settle()
             ul = limits.upload_limit(
