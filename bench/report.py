@@ -94,6 +94,12 @@ def markdown(result: dict[str, Any]) -> str:
             rows.append(
                 ["recv_into -> write (upload)", _fmt(ul["gib_per_s"]), _fmt(ul["server_cpu_per_gib"])]
             )
+        us = med.get("limit_upload_splice", {}).get("limit")
+        if us:
+            rows.append(
+                ["splice socket -> pipe -> file (upload, not used by fsftpd)", _fmt(us["gib_per_s"]),
+                 _fmt(us["server_cpu_per_gib"])]
+            )
         lines += _table(["path", "GiB/s", "sender/receiver CPU s per GiB"], rows)
         lines.append("")
 

@@ -248,7 +248,17 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
                 plan.client_cores,
             )
             plan.add("limit_upload", "limit", ul)
-            log(f"rep {rep + 1} limits     download {_brief(dl)} upload {_brief(ul)}")
+            _settle()
+            us = limits.upload_limit(
+                next(addresses),
+                os.path.join(root, "data", "up"),
+                plan.profile.big_size,
+                plan.server_cores,
+                plan.client_cores,
+                method="splice",
+            )
+            plan.add("limit_upload_splice", "limit", us)
+            log(f"rep {rep + 1} limits     download {_brief(dl)} upload {_brief(ul)} splice {_brief(us)}")
         for _, key, fn in items:
             for kind in order:
                 host = next(addresses)

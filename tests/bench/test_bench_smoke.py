@@ -32,6 +32,7 @@ def test_tiny_benchmark_run(tmp_path: Path) -> None:
         "memory",
         "limit_download",
         "limit_upload",
+        "limit_upload_splice",
     ):
         assert key in med, key
     assert med["retr_big"]["fsftpd"]["gib_per_s"] > 0
@@ -41,6 +42,7 @@ def test_tiny_benchmark_run(tmp_path: Path) -> None:
     assert result["samples"]["churn"]["fsftpd"][0]["errors"] == 0
     assert med["list"]["fsftpd"]["bytes"] > 0
     assert med["memory"]["fsftpd"]["pss_high_mib"] > 0
+    assert med["limit_upload_splice"]["limit"]["gib_per_s"] > 0
 
 
 def test_report_renders(tmp_path: Path) -> None:
