@@ -76,6 +76,25 @@ def test_small_segments_are_reassembled_in_order(server: ServerThread, home: Pat
     assert sha256_file(home / "segments") == sha256(payload)
 
 
+def test_urgent_data_inside_an_upload(server: ServerThread, home: Path) -> None:
+    """TCP urgent data (MSG_OOB) stops splice(2) at its mark while the socket stays
+    readable: the server must move past it (as recv does, dropping the urgent byte), not
+    spin; the file holds exactly the ordinary bytes."""
+    first, second = os.urandom(600_000), os.urandom(900_000)
+    with Raw(server.host, server.port) as raw:
+        raw.login("alice", "secret")
+        data = raw.epsv()
+        assert raw.code("STOR urgent") == 150
+        data.sendall(first)
+        data.send(b"!", socket.MSG_OOB)
+        data.sendall(second)
+        data.close()
+        code, text = raw.read()
+        assert code == 226, text
+        assert raw.code("NOOP") == 200
+    assert sha256_file(home / "urgent") == sha256(first + second)
+
+
 def test_reset_mid_upload_keeps_the_old_file(server: ServerThread, home: Path) -> None:
     old = b"the old contents\n"
     (home / "victim").write_bytes(old)

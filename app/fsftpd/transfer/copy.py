@@ -356,15 +356,30 @@ def _open_pipes(sock: socket.socket) -> tuple[int, int, int, int] | None:
     return fds[0], fds[1], fds[2], fds[3]
 
 
-def _socket_has_data(sock: socket.socket) -> bool:
-    """Bytes (or the end, or an error) are waiting on ``sock``."""
+def _recv_into_pipe(sock: socket.socket, pipe_w: int) -> int | None:
+    """Up to 64 KiB from ``sock`` written into the (empty) pipe: the count, 0 at the end,
+    None if nothing is there after all."""
     try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        data = sock.recv(64 * 1024)
     except (BlockingIOError, InterruptedError):
-        return False
+        return None
+    except (ConnectionError, BrokenPipeError) as exc:
+        raise DataConnectionError(exc.strerror or type(exc).__name__) from None
+    view = memoryview(data)
+    while view:  # an empty pipe of PIPE_SIZE takes 64 KiB at once
+        view = view[os.write(pipe_w, view):]
+    return len(data)
+
+
+def _peek(sock: socket.socket) -> bytes | None:
+    """What ``recv`` would see next: a byte, ``b""`` at the end, None if nothing is there
+    yet. An error counts as a byte: the next read reports it."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return None
     except OSError:
-        return True  # the next splice reports it
-    return True
+        return b"!"
 
 
 async def _splice_rest(
@@ -400,22 +415,36 @@ async def _splice_rest(
                 try:
                     n = os.splice(sock_fd, into, want, flags=os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE)
                 except BlockingIOError:
-                    # An empty pipe always has room, so the socket is empty, unless bytes are
-                    # already in: then a full pipe (its slots can hold less than its size
-                    # when segments are small) is told apart by peeking at the socket.
-                    if filled and _socket_has_data(sock):
-                        break
-                    await _net(_readable(sock), deadlines)
-                    continue
+                    n = -1
                 except (ConnectionError, BrokenPipeError) as exc:
                     raise DataConnectionError(exc.strerror or type(exc).__name__) from None
                 except OSError as exc:
                     if exc.errno == errno.EINTR:
                         continue
                     raise DataConnectionError(exc.strerror or type(exc).__name__) from None
-                if n == 0:
-                    eof = True
-                    break
+                if n <= 0:
+                    # splice moved nothing: the socket is empty (-1), at its end (0), the pipe
+                    # is full (its slots can hold less than its size when segments are small),
+                    # or splice stopped at TCP urgent data (a client's MSG_OOB), which it never
+                    # passes and recv skips (returning 0 there when the client has closed).
+                    # Peeking tells these apart; never take 0 for the end without it.
+                    ahead = _peek(sock)
+                    if ahead is None:
+                        await _net(_readable(sock), deadlines)
+                        continue
+                    if not ahead:
+                        eof = True
+                        break
+                    if filled:
+                        break  # hand this pipe over; an empty one takes what comes next
+                    got = _recv_into_pipe(sock, into)
+                    if got is None:
+                        await _net(_readable(sock), deadlines)
+                        continue
+                    if got == 0:
+                        eof = True
+                        break
+                    n = got
                 filled += n
                 total += n
                 progress(n)
