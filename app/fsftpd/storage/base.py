@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import abc
 import errno
-import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,21 +57,6 @@ class WriteStream(abc.ABC):
         """Take ``data`` without waiting (copying it if it is kept) and return True, or
         return False, taking nothing: the caller then awaits ``write``."""
         return False
-
-    #: True when :meth:`write_from_pipe` is implemented: the upload can take its bytes
-    #: straight from a pipe the socket was spliced into, never passing them through Python
-    takes_pipe: bool = False
-
-    async def write_from_pipe(self, pipe_fd: int, size: int) -> None:
-        """Move exactly ``size`` bytes, all already in the pipe ``pipe_fd``, into the upload
-        (after everything written before). Only called when :attr:`takes_pipe` is True."""
-        raise NotImplementedError
-
-    async def close_pipes(self, fds: tuple[int, ...]) -> None:
-        """Close the pipes given to :meth:`write_from_pipe`, once no call of it is running
-        (one whose awaiting task gave up may still be reading them in a thread)."""
-        for fd in fds:
-            os.close(fd)
 
     @abc.abstractmethod
     async def commit(self) -> None:

@@ -10,7 +10,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import secrets
@@ -337,9 +336,6 @@ class LocalReadStream(ReadStream):
             await _run(self._close)
 
 
-#: splice(2) into a file fails with these where the filesystem does not support it
-_NO_SPLICE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV})
-
 #: a first write up to this size is held (copied) and written by commit, in the same
 #: worker-thread call as close and rename: a small upload costs two thread hops, not three
 HOLD_MAX = 256 * 1024
@@ -359,7 +355,6 @@ class LocalWriteStream(WriteStream):
         self._real = real
         self._written = 0
         self._held = b""  # written by the next write or by commit; dropped by abort
-        self._splice = True  # until the filesystem refuses splice(2)
         # Held by every worker-thread call on the descriptor: a write whose task was
         # cancelled (ABOR, a vanished client) still runs, and abort must not close the
         # descriptor under it (the late write would land in whatever reuses the number).
@@ -388,55 +383,6 @@ class LocalWriteStream(WriteStream):
         if not self.write_nowait(data):
             await _run(self._write_all, data)
             self._written += len(data)
-
-    # splice(2) from a pipe into the temp file: the kernel moves the bytes into the page
-    # cache, no Python buffer in between (see transfer/copy.py, _splice_rest).
-    takes_pipe = hasattr(os, "splice")
-
-    def _from_pipe(self, pipe_fd: int, size: int) -> None:
-        with self._lock:
-            if self._fd < 0:
-                raise OSError(errno.EBADF, "Upload already finished")
-            if self._held:
-                held, self._held = self._held, b""
-                _write_fd(self._fd, held)
-            while size > 0:
-                if self._splice:
-                    try:
-                        moved = os.splice(pipe_fd, self._fd, size)
-                    except OSError as exc:
-                        if exc.errno not in _NO_SPLICE:
-                            raise
-                        self._splice = False  # a filesystem without splice: read and write
-                        continue
-                else:
-                    data = os.read(pipe_fd, min(size, HOLD_MAX))
-                    _write_fd(self._fd, data)
-                    moved = len(data)
-                if not moved:
-                    raise OSError(errno.EIO, "the pipe held fewer bytes than announced")
-                size -= moved
-
-    async def write_from_pipe(self, pipe_fd: int, size: int) -> None:
-        await _run(self._from_pipe, pipe_fd, size)
-        self._written += size
-
-    def _close_fds(self, fds: tuple[int, ...]) -> None:
-        with self._lock:
-            for fd in fds:
-                os.close(fd)
-
-    async def close_pipes(self, fds: tuple[int, ...]) -> None:
-        # Under the lock, like LocalReadStream.close: a splice still running in a thread
-        # (its task gave up on path_timeout) must not find its pipe's number reused.
-        if self._lock.acquire(blocking=False):
-            try:
-                for fd in fds:
-                    os.close(fd)
-            finally:
-                self._lock.release()
-        else:
-            await asyncio.shield(_run(self._close_fds, fds))
 
     @property
     def bytes_written(self) -> int:

@@ -4,10 +4,7 @@
   socket writability (works under uvloop, whose ``loop.sendfile`` is not implemented),
   throttled or not.
 - Otherwise blocks are read ahead one step while the previous block is being sent.
-- STOR: ``recv_into`` two reusable buffers; one fills while the other is written. An
-  upload larger than the first block, into storage that takes pipes (local files), moves
-  the rest with ``splice(2)`` instead: socket -> pipe on the loop, pipe -> file in a worker
-  thread, two pipes alternating like the two buffers. One copy fewer, and no Python buffer.
+- STOR: ``recv_into`` two reusable buffers; one fills while the other is written.
 
 Every socket wait is bounded by ``socket_timeout`` and every storage call by
 ``path_timeout``. A reset or early close raises :class:`DataConnectionError`.
@@ -17,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -71,10 +66,6 @@ async def _write_block(writer: WriteStream, data: bytes | memoryview, deadlines:
     await _bounded(writer.write(data), deadlines.path_timeout)
 
 
-async def _pipe_block(writer: WriteStream, pipe_fd: int, size: int, deadlines: Deadlines) -> None:
-    await _bounded(writer.write_from_pipe(pipe_fd, size), deadlines.path_timeout)
-
-
 async def _net(awaitable: Awaitable[T], deadlines: Deadlines) -> T:
     try:
         return await _bounded(awaitable, deadlines.socket_timeout)
@@ -98,22 +89,6 @@ async def _writable(sock: socket.socket) -> None:
         await fut
     finally:
         loop.remove_writer(fd)
-
-
-async def _readable(sock: socket.socket) -> None:
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    loop.add_reader(fd, ready)
-    try:
-        await fut
-    finally:
-        loop.remove_reader(fd)
 
 
 def to_crlf(data: bytes, carry: bytes) -> tuple[bytes, bytes]:
@@ -304,18 +279,6 @@ async def receive_stream(
                     pending = asyncio.ensure_future(_write_block(writer, chunk, deadlines))
             index ^= 1
             block = size
-            if not eof and not ascii_mode and writer.takes_pipe and _SPLICE:
-                pipes = _open_pipes(sock)
-                if pipes is not None:  # more than one block: the rest goes by splice(2)
-                    if pending is not None:
-                        await asyncio.shield(pending)  # in order: the first block is in
-                        pending = None
-                    try:
-                        total += await _splice_rest(sock, writer, pipes, throttle=throttle, fitted=fitted,
-                                                    deadlines=deadlines, progress=progress)
-                    finally:
-                        await writer.close_pipes(pipes)
-                    break
         if pending is not None:
             await asyncio.shield(pending)
             pending = None
@@ -330,140 +293,6 @@ async def receive_stream(
         for used in buffers:
             if used is not None:
                 _give_buffer(used)
-    return total
-
-
-_SPLICE = hasattr(os, "splice") and hasattr(fcntl, "F_SETPIPE_SZ")
-PIPE_SIZE = RECV_BLOCK
-
-
-def _open_pipes(sock: socket.socket) -> tuple[int, int, int, int] | None:
-    """Two non-blocking pipes of :data:`PIPE_SIZE` (read end, write end, read end, write
-    end), or None: not a TCP socket, or the pipes cannot be that large (over the user's
-    pipe-buffer allowance, ``/proc/sys/fs/pipe-user-pages-soft``): then no splice."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
-        return None
-    fds: list[int] = []
-    try:
-        for _ in range(2):
-            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            fds += (r, w)
-            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        for fd in fds:
-            os.close(fd)
-        return None
-    return fds[0], fds[1], fds[2], fds[3]
-
-
-def _recv_into_pipe(sock: socket.socket, pipe_w: int) -> int | None:
-    """Up to 64 KiB from ``sock`` written into the (empty) pipe: the count, 0 at the end,
-    None if nothing is there after all."""
-    try:
-        data = sock.recv(64 * 1024)
-    except (BlockingIOError, InterruptedError):
-        return None
-    except (ConnectionError, BrokenPipeError) as exc:
-        raise DataConnectionError(exc.strerror or type(exc).__name__) from None
-    view = memoryview(data)
-    while view:  # an empty pipe of PIPE_SIZE takes 64 KiB at once
-        view = view[os.write(pipe_w, view):]
-    return len(data)
-
-
-def _peek(sock: socket.socket) -> bytes | None:
-    """What ``recv`` would see next: a byte, ``b""`` at the end, None if nothing is there
-    yet. An error counts as a byte: the next read reports it."""
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError:
-        return b"!"
-
-
-async def _splice_rest(
-    sock: socket.socket,
-    writer: WriteStream,
-    pipes: tuple[int, int, int, int],
-    *,
-    throttle: Throttle | None,
-    fitted: float | None,
-    deadlines: Deadlines,
-    progress: Progress,
-) -> int:
-    """The rest of an upload by splice(2): the loop splices the socket into one pipe while
-    a worker thread splices the other pipe into the file. Returns the bytes received."""
-    sock_fd = sock.fileno()
-    ends = ((pipes[0], pipes[1]), (pipes[2], pipes[3]))
-    pending: asyncio.Future[None] | None = None
-    total = 0
-    index = 0
-    try:
-        eof = False
-        while not eof:
-            out, into = ends[index]
-            filled = 0
-            while filled < PIPE_SIZE:
-                want = PIPE_SIZE - filled
-                rate = throttle.rate if throttle is not None else None
-                if rate != fitted:
-                    _fit_receive_buffer(sock, rate)
-                    fitted = rate
-                if throttle is not None and rate is not None:
-                    want = throttle.chunk_size(want)
-                try:
-                    n = os.splice(sock_fd, into, want, flags=os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE)
-                except BlockingIOError:
-                    n = -1
-                except (ConnectionError, BrokenPipeError) as exc:
-                    raise DataConnectionError(exc.strerror or type(exc).__name__) from None
-                except OSError as exc:
-                    if exc.errno == errno.EINTR:
-                        continue
-                    raise DataConnectionError(exc.strerror or type(exc).__name__) from None
-                if n <= 0:
-                    # splice moved nothing: the socket is empty (-1), at its end (0), the pipe
-                    # is full (its slots can hold less than its size when segments are small),
-                    # or splice stopped at TCP urgent data (a client's MSG_OOB), which it never
-                    # passes and recv skips (returning 0 there when the client has closed).
-                    # Peeking tells these apart; never take 0 for the end without it.
-                    ahead = _peek(sock)
-                    if ahead is None:
-                        await _net(_readable(sock), deadlines)
-                        continue
-                    if not ahead:
-                        eof = True
-                        break
-                    if filled:
-                        break  # hand this pipe over; an empty one takes what comes next
-                    got = _recv_into_pipe(sock, into)
-                    if got is None:
-                        await _net(_readable(sock), deadlines)
-                        continue
-                    if got == 0:
-                        eof = True
-                        break
-                    n = got
-                filled += n
-                total += n
-                progress(n)
-                if throttle is not None:
-                    await throttle.wait(n)
-            if pending is not None:
-                await asyncio.shield(pending)  # the other pipe is empty again
-                pending = None
-            if filled:
-                pending = asyncio.ensure_future(_pipe_block(writer, out, filled, deadlines))
-            index ^= 1
-        if pending is not None:
-            await asyncio.shield(pending)
-            pending = None
-    finally:
-        if pending is not None:
-            # As in receive_stream: never close the pipes under a running storage call.
-            with contextlib.suppress(BaseException):
-                await pending
     return total
 
 

@@ -1,34 +1,24 @@
-"""Uploads larger than the first receive block go socket -> pipe -> file by splice(2) on
-local disk. What a user checks: the stored bytes (by hash) for STOR, APPE and REST+STOR,
-for large and for oddly segmented streams; a reset mid-upload leaves the old file alone and
-no temp file behind; a filesystem that refuses splice still gets every byte."""
+"""Large and oddly shaped uploads, checked by what is on disk: STOR, APPE and REST+STOR by
+hash, a stream of tiny TCP segments, TCP urgent data inside an upload (skipped, as recv
+skips it), and a reset mid-upload that must leave the old file and no temp file behind."""
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import hashlib
 import io
 import os
 import socket
-import stat
 from pathlib import Path
 
 import pytest
 
-import fsftpd
 from fsftpd.storage import local
-from fsftpd.transfer import copy
 from tests.conftest import sha256, sha256_file
 from tests.harness import ServerThread
 from tests.server.rawftp import Raw, rst, wait_until
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(not copy._SPLICE, reason="no splice(2) on this platform"),
-]
+pytestmark = pytest.mark.timeout(120)
 
-BIG = 5 * 1024 * 1024 + 123  # several pipes, and a last one partly filled
+BIG = 5 * 1024 * 1024 + 123  # several receive blocks, the last one partly filled
 
 
 def _no_temp_files(home: Path) -> bool:
@@ -58,8 +48,7 @@ def test_large_appe_and_rest_stor(server: ServerThread, home: Path) -> None:
 
 
 def test_small_segments_are_reassembled_in_order(server: ServerThread, home: Path) -> None:
-    """A client that sends tiny TCP segments fills a pipe's slots long before its byte
-    size: the server must hand the pipe over, not spin or reorder."""
+    """Many tiny TCP segments (TCP_NODELAY, 700-byte sends) are stored whole and in order."""
     payload = os.urandom(1_500_000)
     with Raw(server.host, server.port) as raw:
         raw.login("alice", "secret")
@@ -77,9 +66,9 @@ def test_small_segments_are_reassembled_in_order(server: ServerThread, home: Pat
 
 
 def test_urgent_data_inside_an_upload(server: ServerThread, home: Path) -> None:
-    """TCP urgent data (MSG_OOB) stops splice(2) at its mark while the socket stays
-    readable: the server must move past it (as recv does, dropping the urgent byte), not
-    spin; the file holds exactly the ordinary bytes."""
+    """TCP urgent data (MSG_OOB) inside an upload is not part of the stream (the data
+    socket is not OOB-inline): the file holds exactly the ordinary bytes, and the
+    upload neither stalls nor ends early."""
     first, second = os.urandom(600_000), os.urandom(900_000)
     with Raw(server.host, server.port) as raw:
         raw.login("alice", "secret")
@@ -109,36 +98,3 @@ def test_reset_mid_upload_keeps_the_old_file(server: ServerThread, home: Path) -
         assert raw.code("NOOP") == 200  # the session goes on
     assert (home / "victim").read_bytes() == old
     assert wait_until(lambda: _no_temp_files(home))
-
-
-def test_filesystem_refusing_splice_still_gets_every_byte(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Storage-side fault injection: splice into the file fails as on a filesystem without
-    splice support; the stream falls back to read + write from the same pipe."""
-    real_splice = os.splice
-
-    def refuse_files(src: int, dst: int, count: int, *args: object, **kwargs: object) -> int:
-        if stat.S_ISREG(os.fstat(dst).st_mode):
-            raise OSError(errno.EINVAL, "splice to this file is not supported")
-        return real_splice(src, dst, count, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "splice", refuse_files)
-    payload = os.urandom(2 * 1024 * 1024 + 5)
-
-    async def upload() -> None:
-        io_ = fsftpd.PathIO(str(tmp_path))
-        await io_.ensure_root()
-        writer = await io_.open_write("/refused")
-        assert writer.takes_pipe
-        r, w = os.pipe()
-        try:
-            for start in range(0, len(payload), 65536):
-                chunk = payload[start:start + 65536]
-                os.write(w, chunk)
-                await writer.write_from_pipe(r, len(chunk))
-        finally:
-            await writer.close_pipes((r, w))
-        await writer.commit()
-
-    asyncio.run(upload())
-    assert hashlib.sha256((tmp_path / "refused").read_bytes()).hexdigest() == sha256(payload)
