@@ -239,26 +239,20 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
             log(f"rep {rep + 1} download limit, GiB/s per try: {speeds}")
             dl = max(tries, key=lambda t: t["gib_per_s"])
             plan.add("limit_download", "limit", dl)
-            _settle()
-            ul = limits.upload_limit(
-                next(addresses),
-                os.path.join(root, "data", "up"),
-                plan.profile.big_size,
-                plan.server_cores,
-                plan.client_cores,
-            )
-            plan.add("limit_upload", "limit", ul)
-            _settle()
-            us = limits.upload_limit(
-                next(addresses),
-                os.path.join(root, "data", "up"),
-                plan.profile.big_size,
-                plan.server_cores,
-                plan.client_cores,
-                method="splice",
-            )
-            plan.add("limit_upload_splice", "limit", us)
-            log(f"rep {rep + 1} limits     download {_brief(dl)} upload {_brief(ul)} splice {_brief(us)}")
+            uploads = {}
+            for key, method in (("limit_upload", "write"), ("limit_upload_splice", "splice")):
+                _settle()
+                uploads[method] = limits.upload_limit(
+                    next(addresses),
+                    os.path.join(root, "data", "up"),
+                    plan.profile.big_size,
+                    plan.server_cores,
+                    plan.client_cores,
+                    method=method,
+                )
+                plan.add(key, "limit", uploads[method])
+            log(f"rep {rep + 1} limits     download {_brief(dl)} upload {_brief(uploads['write'])} "
+                f"splice {_brief(uploads['splice'])}")
         for _, key, fn in items:
             for kind in order:
                 host = next(addresses)
