@@ -316,6 +316,70 @@ def test_pasv_epsv(server: ServerThread) -> None:
         assert raw.code("EPSV") == 229  # still allowed
 
 
+def _epsv_port(raw: Raw) -> int:
+    code, text = raw.cmd("EPSV")
+    assert code == 229, text
+    m = re.search(r"\(\|\|\|(\d+)\|\)", text)
+    assert m, text
+    return int(m.group(1))
+
+
+def _dynamic_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except OSError:
+        pytest.skip("Linux only")
+    return low, high
+
+
+def test_passive_ports_default_to_random_ports_of_the_dynamic_range(server: ServerThread) -> None:
+    low, high = _dynamic_range()
+    with login(server) as raw:
+        ports = [_epsv_port(raw) for _ in range(6)]
+    assert all(low <= p <= high for p in ports), ports
+    assert len(set(ports)) > 1, ports  # chosen at random, so not guessable
+
+
+def test_passive_port_in_time_wait_is_reused_and_a_busy_port_skipped(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsftpd.transfer import data as data_module
+
+    (home / "f").write_bytes(b"payload")
+    user = fsftpd.User("alice", "secret", base_path=str(home))
+    with running_server([user]) as srv, login(srv) as raw:
+
+        def download(port: int) -> None:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+            assert raw.cmd("RETR f")[0] == 150
+            assert recv_all(conn) == b"payload"
+            assert raw.read()[0] == 226
+            conn.close()
+
+        port = _epsv_port(raw)
+        download(port)
+        # The server closed the download's connection first: its end is in TIME_WAIT,
+        # which keeps the port from a plain bind (and from the OS's own choice of a port).
+        probe = socket.socket()
+        with pytest.raises(OSError):
+            probe.bind(("127.0.0.1", port))
+        probe.close()
+        # Named explicitly, the port is taken over at once.
+        monkeypatch.setattr(data_module, "_DYNAMIC", range(port, port + 1))
+        assert _epsv_port(raw) == port
+        download(port)
+        # A port another program listens on is never offered: the OS picks one instead.
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            taken = busy.getsockname()[1]
+            monkeypatch.setattr(data_module, "_DYNAMIC", range(taken, taken + 1))
+            other = _epsv_port(raw)
+            assert other != taken
+            download(other)
+
+
 def test_port_eprt(server: ServerThread) -> None:
     with login(server) as raw:
         assert raw.code("PORT 127,0,0,1,200,10") == 200

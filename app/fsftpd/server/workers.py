@@ -8,7 +8,8 @@ stays in the worker that accepted it, with its data connections.
 
 Invariants:
 - worker ``i`` offers only ``passive_ports[i::workers]`` (disjoint slices, so two workers
-  never compete for a passive port); without ``passive_ports`` the OS picks free ports;
+  never compete for a passive port); without ``passive_ports`` each picks random free
+  ports of the dynamic range;
 - connection, session and speed limits are checked in shared memory (exact across workers);
 - a worker that dies unexpectedly has its counts released and is forked again, after a
   delay that doubles on each quick failure (:data:`RESTART_DELAYS`);
