@@ -56,6 +56,33 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+LOAD_COLUMNS = [
+    "server",
+    "transfers/s",
+    "p50 ms",
+    "p99 ms",
+    "server CPU ms/transfer",
+    "server core busy ms/transfer",
+    "client CPU ms/transfer",
+    "fsftpd CPU / this",
+]
+
+
+def _load_row(med: Medians, key: str, s: str, first: str) -> list[str]:
+    cpu = _get(med, key, s, "server_cpu_per_op_ms")
+    return [
+        first,
+        s,
+        _fmt(_get(med, key, s, "ops_per_s")),
+        _fmt(_get(med, key, s, "p50_ms")),
+        _fmt(_get(med, key, s, "p99_ms")),
+        _fmt(cpu),
+        _fmt(_get(med, key, s, "server_core_per_op_ms")),
+        _fmt(_get(med, key, s, "client_cpu_per_op_ms")),
+        _ratio(_get(med, key, "fsftpd", "server_cpu_per_op_ms"), cpu),
+    ]
+
+
 def markdown(result: dict[str, Any]) -> str:
     med: Medians = result["medians"]
     servers = _servers(med)
@@ -149,38 +176,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"({prof['load_seconds']:g} s each)"
         )
         lines.append("")
-        rows = []
-        for key in small:
-            n = key.split("_")[1]
-            for s in servers:
-                cpu = _get(med, key, s, "server_cpu_per_op_ms")
-                rows.append(
-                    [
-                        n,
-                        s,
-                        _fmt(_get(med, key, s, "ops_per_s")),
-                        _fmt(_get(med, key, s, "p50_ms")),
-                        _fmt(_get(med, key, s, "p99_ms")),
-                        _fmt(cpu),
-                        _fmt(_get(med, key, s, "server_core_per_op_ms")),
-                        _fmt(_get(med, key, s, "client_cpu_per_op_ms")),
-                        _ratio(_get(med, key, "fsftpd", "server_cpu_per_op_ms"), cpu),
-                    ]
-                )
-        lines += _table(
-            [
-                "clients",
-                "server",
-                "transfers/s",
-                "p50 ms",
-                "p99 ms",
-                "server CPU ms/transfer",
-                "server core busy ms/transfer",
-                "client CPU ms/transfer",
-                "fsftpd CPU / this",
-            ],
-            rows,
+        rows = [_load_row(med, key, s, key.split("_")[1]) for key in small for s in servers]
+        lines += _table(["clients", *LOAD_COLUMNS], rows)
+        lines.append("")
+
+    if "sustained" in med:
+        warm, secs = prof.get("sustained_warmup", 0), prof.get("sustained_seconds", 0)
+        lines.append(
+            f"### (h) Sustained load: {prof['main_clients']} clients doing (b) for {warm + secs:g} s, "
+            f"the last {secs:g} s measured ({prof.get('sustained_reps', 1)} run per server)"
         )
+        lines.append("")
+        rows = [_load_row(med, "sustained", s, str(prof["main_clients"])) for s in servers]
+        lines += _table(["clients", *LOAD_COLUMNS], rows)
         lines.append("")
 
     if "churn" in med:
@@ -327,6 +335,15 @@ def targets(result: dict[str, Any]) -> list[str]:
             at_most=True,
             unit="x",
         )
+    if "sustained" in med:
+        for peer, goal in (("pyftpdlib", 0.6), ("aioftp", 0.3)):
+            check(
+                f"(h) sustained: CPU/transfer vs {peer}",
+                ratio("sustained", "server_cpu_per_op_ms", peer),
+                goal,
+                at_most=True,
+                unit="x",
+            )
     check(
         "(d) CPU/session vs pyftpdlib",
         ratio("churn", "server_cpu_per_op_ms", "pyftpdlib"),

@@ -34,7 +34,7 @@ from typing import Any
 from . import limits, servers, workloads
 from .workloads import Layout
 
-ALL_WORKLOADS = ("a", "b", "c", "d", "e", "f", "g")
+ALL_WORKLOADS = ("a", "b", "c", "d", "e", "f", "g", "h")
 
 
 @dataclass
@@ -52,6 +52,10 @@ class Profile:
     list_repeats: int = 5
     memory_sessions: tuple[int, int] = (100, 1000)
     memory_reps: int = 1
+    # (h) sustained load: (b) run long enough for a minute's downloads to sit in TIME_WAIT
+    sustained_warmup: float = 15.0
+    sustained_seconds: float = 30.0
+    sustained_reps: int = 1
 
 
 PROFILES = {
@@ -64,6 +68,8 @@ PROFILES = {
         churn_seconds=2.5,
         list_repeats=3,
         memory_sessions=(50, 300),
+        sustained_warmup=5.0,
+        sustained_seconds=5.0,
     ),
     "tiny": Profile(
         "tiny",
@@ -78,6 +84,8 @@ PROFILES = {
         churn_seconds=0.5,
         list_repeats=1,
         memory_sessions=(2, 6),
+        sustained_warmup=0.5,
+        sustained_seconds=0.5,
     ),
 }
 
@@ -264,6 +272,25 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
                     sample = fn(srv)
                 plan.add(key, kind, sample)
                 log(f"rep {rep + 1} {key:<10} {kind:<10} {_brief(sample)} ({time.monotonic() - t0:.1f}s)")
+    if "h" in plan.workloads:
+        p = plan.profile
+        for rep in range(p.sustained_reps):
+            for kind in plan.servers[rep % len(plan.servers) :] + plan.servers[: rep % len(plan.servers)]:
+                _settle()
+                workers = plan.workers if kind == "fsftpd" else 1
+                with servers.start(kind, next(addresses), root, plan.server_cores, workers=workers) as srv:
+                    sample = workloads.load(
+                        srv,
+                        layout,
+                        kind="transfers",
+                        clients=p.main_clients,
+                        duration=p.sustained_seconds,
+                        warmup=p.sustained_warmup,
+                        client_cores=plan.client_cores,
+                        server_cores=plan.server_cores,
+                    )
+                plan.add("sustained", kind, sample)
+                log(f"rep {rep + 1} sustained  {kind:<10} {_brief(sample)}")
     if "f" in plan.workloads:
         low, high = plan.profile.memory_sessions
         for rep in range(plan.profile.memory_reps):

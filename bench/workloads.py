@@ -97,13 +97,14 @@ def _load_process(
     cores: set[int],
     barrier: Any,
     duration: float,
+    warmup: float,
     queue: Any,
 ) -> None:
     os.sched_setaffinity(0, cores)
     latencies: list[float] = []
     counts = [0, 0]  # ops, errors
     lock = threading.Lock()
-    end_box = [0.0]
+    end_box = [0.0, 0.0]  # end, start of the measured window
     start_evt = threading.Event()
     controls: list[Control | None] = [None] * sessions
     first_error: list[str] = []
@@ -123,7 +124,7 @@ def _load_process(
         mine: list[float] = []
         ops = errors = 0
         start_evt.wait()
-        end = end_box[0]
+        end, measured = end_box
         flip = False
         while True:
             t0 = time.perf_counter()
@@ -141,7 +142,7 @@ def _load_process(
                 break
             flip = not flip
             t1 = time.perf_counter()
-            if time.monotonic() <= end:
+            if measured <= time.monotonic() <= end:
                 mine.append(t1 - t0)
                 ops += 1
         with lock:
@@ -153,7 +154,7 @@ def _load_process(
         mine: list[float] = []
         ops = errors = 0
         start_evt.wait()
-        end = end_box[0]
+        end, measured = end_box
         while time.monotonic() < end:
             t0 = time.perf_counter()
             try:
@@ -169,7 +170,7 @@ def _load_process(
                 time.sleep(0.01)
                 continue
             t1 = time.perf_counter()
-            if time.monotonic() <= end:
+            if measured <= time.monotonic() <= end:
                 mine.append(t1 - t0)
                 ops += 1
         with lock:
@@ -182,9 +183,11 @@ def _load_process(
     for t in threads:
         t.start()
     barrier.wait()
-    end_box[0] = time.monotonic() + duration
-    cpu0 = procstat.self_cpu()
+    end_box[1] = time.monotonic() + warmup
+    end_box[0] = end_box[1] + duration
     start_evt.set()
+    time.sleep(max(0.0, end_box[1] - time.monotonic()))
+    cpu0 = procstat.self_cpu()
     time.sleep(max(0.0, end_box[0] - time.monotonic()))
     cpu1 = procstat.self_cpu()
     for t in threads:
@@ -213,8 +216,11 @@ def load(
     client_cores: set[int],
     procs_per_core: int = 4,
     server_cores: set[int] | None = None,
+    warmup: float = 0.0,
 ) -> dict[str, float]:
-    """``kind`` "transfers" (RETR+STOR of the small file) or "churn" (connect, login, QUIT)."""
+    """``kind`` "transfers" (RETR+STOR of the small file) or "churn" (connect, login, QUIT).
+    The load runs for ``warmup + duration`` seconds; only the last ``duration`` is measured
+    (operations, latencies, CPU of both sides)."""
     ctx = mp.get_context("fork")
     procs = max(1, min(clients, procs_per_core * len(client_cores)))
     shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
@@ -223,7 +229,7 @@ def load(
     workers = [
         ctx.Process(
             target=_load_process,
-            args=(kind, srv, layout, i, shares[i], client_cores, barrier, duration, queue),
+            args=(kind, srv, layout, i, shares[i], client_cores, barrier, duration, warmup, queue),
             daemon=True,
         )
         for i in range(procs)
@@ -231,6 +237,7 @@ def load(
     for w in workers:
         w.start()
     barrier.wait(timeout=300)
+    time.sleep(warmup)
     cores = server_cores or set()
     busy0, cpu0, t0 = procstat.cores_busy(cores), procstat.tree_cpu(srv.pid), time.monotonic()
     time.sleep(duration)

@@ -33,6 +33,7 @@ def test_tiny_benchmark_run(tmp_path: Path) -> None:
         "limit_download",
         "limit_upload",
         "limit_upload_splice",
+        "sustained",
     ):
         assert key in med, key
     assert med["retr_big"]["fsftpd"]["gib_per_s"] > 0
@@ -40,6 +41,8 @@ def test_tiny_benchmark_run(tmp_path: Path) -> None:
     small = result["samples"]["small_4"]["fsftpd"][0]
     assert small["ops"] > 0 and small["errors"] == 0
     assert result["samples"]["churn"]["fsftpd"][0]["errors"] == 0
+    sustained = result["samples"]["sustained"]["fsftpd"][0]
+    assert sustained["ops"] > 0 and sustained["errors"] == 0
     assert med["list"]["fsftpd"]["bytes"] > 0
     assert med["memory"]["fsftpd"]["pss_high_mib"] > 0
     assert med["limit_upload_splice"]["limit"]["gib_per_s"] > 0
@@ -61,12 +64,18 @@ def test_report_renders(tmp_path: Path) -> None:
             "small_4": {
                 "fsftpd": {"ops_per_s": 10.0, "server_cpu_per_op_ms": 1.0},
                 "pyftpdlib": {"ops_per_s": 5.0, "server_cpu_per_op_ms": 2.0},
-            }
+            },
+            "sustained": {
+                "fsftpd": {"ops_per_s": 30.0, "server_cpu_per_op_ms": 1.0},
+                "pyftpdlib": {"ops_per_s": 7.0, "server_cpu_per_op_ms": 4.0},
+            },
         },
     }
     text = report.markdown(result)
     assert "| 4 | fsftpd | 10 |" in text
     assert "0.50x" in text  # fsftpd CPU / pyftpdlib CPU
+    assert "| 4 | fsftpd | 30 |" in text and "0.25x" in text  # (h): clients column, then the ratio
+    assert "| (h) sustained: CPU/transfer vs pyftpdlib | 0.25x | <= 0.6x | met |" in text
     report.write(result, str(tmp_path))
     assert (tmp_path / "benchmarks.png").stat().st_size > 1000
     assert report.BEGIN in (tmp_path / "benchmarks.md").read_text()
