@@ -341,6 +341,21 @@ def test_passive_ports_default_to_random_ports_of_the_dynamic_range(server: Serv
     assert len(set(ports)) > 1, ports  # chosen at random, so not guessable
 
 
+def only_port(port: int, *, reserved: bool = False) -> object:
+    """A dynamic range of one port, as the OS settings would give it."""
+    from fsftpd.transfer.data import DynamicPorts
+
+    return DynamicPorts(lambda: (range(port, port + 1), ((port, port),) if reserved else ()))
+
+
+def test_reserved_ports_parsed() -> None:
+    from fsftpd.transfer.data import parse_reserved_ports
+
+    assert parse_reserved_ports("\n") == ()
+    assert parse_reserved_ports("8080,30000-30010\n") == ((8080, 8080), (30000, 30010))
+    assert parse_reserved_ports("x, 5-6") == ((5, 6),)
+
+
 def test_passive_port_in_time_wait_is_reused_and_a_busy_port_skipped(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -359,6 +374,11 @@ def test_passive_port_in_time_wait_is_reused_and_a_busy_port_skipped(
 
         port = _epsv_port(raw)
         download(port)
+        # A reserved port (ip_local_reserved_ports) is never offered, even when free.
+        monkeypatch.setattr(data_module, "_DYNAMIC", only_port(port, reserved=True))
+        other = _epsv_port(raw)
+        assert other != port
+        download(other)
         # The server closed the download's connection first: its end is in TIME_WAIT,
         # which keeps the port from a plain bind (and from the OS's own choice of a port).
         probe = socket.socket()
@@ -366,7 +386,7 @@ def test_passive_port_in_time_wait_is_reused_and_a_busy_port_skipped(
             probe.bind(("127.0.0.1", port))
         probe.close()
         # Named explicitly, the port is taken over at once.
-        monkeypatch.setattr(data_module, "_DYNAMIC", range(port, port + 1))
+        monkeypatch.setattr(data_module, "_DYNAMIC", only_port(port))
         assert _epsv_port(raw) == port
         download(port)
         # A port another program listens on is never offered: the OS picks one instead.
@@ -374,7 +394,7 @@ def test_passive_port_in_time_wait_is_reused_and_a_busy_port_skipped(
             busy.bind(("127.0.0.1", 0))
             busy.listen()
             taken = busy.getsockname()[1]
-            monkeypatch.setattr(data_module, "_DYNAMIC", range(taken, taken + 1))
+            monkeypatch.setattr(data_module, "_DYNAMIC", only_port(taken))
             other = _epsv_port(raw)
             assert other != taken
             download(other)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import random
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 from ..protocol.errors import FtpError
 
@@ -40,21 +42,68 @@ def tune(sock: socket.socket) -> None:
 _INHERITS_OPTIONS = sys.platform.startswith("linux")
 
 
-def _dynamic_ports() -> range:
-    """The ports the OS hands out for its own choices (Linux's ip_local_port_range; the
-    IANA dynamic range elsewhere). No service listens there by convention, so a passive
-    listener never takes a port that a service starting later needs."""
+def parse_reserved_ports(text: str) -> tuple[tuple[int, int], ...]:
+    """``ip_local_reserved_ports``: "8080,30000-30010" -> ((8080, 8080), (30000, 30010))."""
+    spans = []
+    for item in text.replace("\n", ",").split(","):
+        low, _, high = item.strip().partition("-")
+        if not low:
+            continue
+        try:
+            spans.append((int(low), int(high or low)))
+        except ValueError:
+            continue
+    return tuple(spans)
+
+
+def _read_dynamic() -> tuple[range, tuple[tuple[int, int], ...]]:
+    """The ports the OS hands out by its own choice, and those the administrator reserved
+    out of them (Linux's ip_local_port_range and ip_local_reserved_ports; the IANA
+    dynamic range elsewhere). No service listens in that range by convention, except on a
+    reserved port, so a passive listener never takes a port that a service starting later
+    needs."""
+    ports = range(49152, 65536)
+    reserved: tuple[tuple[int, int], ...] = ()
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             low, high = (int(x) for x in f.read().split())
         if 1024 <= low <= high <= 65535:
-            return range(low, high + 1)
+            ports = range(low, high + 1)
+        with open("/proc/sys/net/ipv4/ip_local_reserved_ports") as f:
+            reserved = parse_reserved_ports(f.read())
     except (OSError, ValueError):
         pass
-    return range(49152, 65536)
+    return ports, reserved
 
 
-_DYNAMIC = _dynamic_ports()
+class DynamicPorts:
+    """Random ports of the dynamic range, never a reserved one; the settings are read
+    again once a minute, so a change by the administrator is seen without a restart."""
+
+    REFRESH = 60.0
+
+    def __init__(self, read: Callable[[], tuple[range, tuple[tuple[int, int], ...]]] = _read_dynamic) -> None:
+        self._read = read
+        self._ports = range(0)
+        self._reserved: tuple[tuple[int, int], ...] = ()
+        self._read_at = -math.inf
+
+    def pick(self) -> int | None:
+        """A random port, or None when the one drawn is reserved (the caller tries again)."""
+        now = time.monotonic()
+        if now - self._read_at > self.REFRESH:
+            self._ports, self._reserved = self._read()
+            self._read_at = now
+        if not self._ports:
+            return None
+        port = random.choice(self._ports)
+        for low, high in self._reserved:
+            if low <= port <= high:
+                return None
+        return port
+
+
+_DYNAMIC = DynamicPorts()
 #: Random ports tried before the OS is asked for one (bind to port 0).
 _OWN_TRIES = 8
 
@@ -65,8 +114,8 @@ def _candidates(ports: Sequence[int] | None) -> Iterator[int]:
     is not copied or shuffled: a 10,000-port range costs no more per PASV than a 10-port
     one.
 
-    With no range configured, a few random ports of the dynamic range come first and the
-    OS's choice (port 0) last. A busy server's downloads leave their passive ports in
+    With no range configured, a few random ports of the dynamic range (never a reserved
+    one) come first and the OS's choice (port 0) last. A busy server's downloads leave their passive ports in
     TIME_WAIT (the server closes a download's connection first) for a minute, and Linux's
     search for a port 0 skips every port with such a socket on the address: at a few
     hundred downloads a second the search grows to thousands of ports per PASV (4 ms
@@ -74,7 +123,9 @@ def _candidates(ports: Sequence[int] | None) -> Iterator[int]:
     named explicitly is taken over from TIME_WAIT by SO_REUSEADDR at once."""
     if not ports:
         for _ in range(_OWN_TRIES):
-            yield random.choice(_DYNAMIC)
+            port = _DYNAMIC.pick()
+            if port is not None:
+                yield port
         yield 0
         return
     count = len(ports)
