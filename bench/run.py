@@ -235,7 +235,7 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
     addresses = Addresses()
     items = _measurements(plan, layout)
     for rep in range(plan.profile.reps):
-        order = plan.servers[rep % len(plan.servers) :] + plan.servers[: rep % len(plan.servers)]
+        order = _rotated(plan.servers, rep)
         if "g" in plan.workloads:  # first, next to (a), which is compared with them
             _settle()
             big = os.path.join(root, "data", "big.bin")
@@ -275,7 +275,7 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
     if "h" in plan.workloads:
         p = plan.profile
         for rep in range(p.sustained_reps):
-            for kind in plan.servers[rep % len(plan.servers) :] + plan.servers[: rep % len(plan.servers)]:
+            for kind in _rotated(plan.servers, rep):
                 _settle()
                 workers = plan.workers if kind == "fsftpd" else 1
                 with servers.start(kind, next(addresses), root, plan.server_cores, workers=workers) as srv:
@@ -300,6 +300,12 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
                 plan.add("memory", kind, sample)
                 log(f"rep {rep + 1} memory     {kind:<10} {_brief(sample)}")
     return layout
+
+
+def _rotated(kinds: list[str], rep: int) -> list[str]:
+    """The servers in the order of repetition ``rep``: each starts one place later."""
+    shift = rep % len(kinds)
+    return kinds[shift:] + kinds[:shift]
 
 
 def _settle() -> None:

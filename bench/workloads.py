@@ -142,7 +142,7 @@ def _load_process(
                 break
             flip = not flip
             t1 = time.perf_counter()
-            if measured <= time.monotonic() <= end:
+            if measured <= time.monotonic() <= end:  # finished inside the measured window
                 mine.append(t1 - t0)
                 ops += 1
         with lock:
@@ -170,7 +170,7 @@ def _load_process(
                 time.sleep(0.01)
                 continue
             t1 = time.perf_counter()
-            if measured <= time.monotonic() <= end:
+            if measured <= time.monotonic() <= end:  # finished inside the measured window
                 mine.append(t1 - t0)
                 ops += 1
         with lock:

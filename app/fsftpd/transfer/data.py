@@ -37,9 +37,10 @@ def tune(sock: socket.socket) -> None:
         pass
 
 
+_LINUX = sys.platform.startswith("linux")
 #: Linux gives an accepted socket the listener's buffer sizes and TCP_NODELAY: tuning the
 #: listener once is enough (three system calls fewer per data connection).
-_INHERITS_OPTIONS = sys.platform.startswith("linux")
+_INHERITS_OPTIONS = _LINUX
 
 
 def parse_reserved_ports(text: str) -> tuple[tuple[int, int], ...]:
@@ -115,12 +116,12 @@ def _candidates(ports: Sequence[int] | None) -> Iterator[int]:
     one.
 
     With no range configured, a few random ports of the dynamic range (never a reserved
-    one) come first and the OS's choice (port 0) last. A busy server's downloads leave their passive ports in
-    TIME_WAIT (the server closes a download's connection first) for a minute, and Linux's
-    search for a port 0 skips every port with such a socket on the address: at a few
-    hundred downloads a second the search grows to thousands of ports per PASV (4 ms
-    measured with 9,000 of them; docs/benchmarks.md) until the range runs out. A port
-    named explicitly is taken over from TIME_WAIT by SO_REUSEADDR at once."""
+    one) come first and the OS's choice (port 0) last. A busy server's downloads leave
+    their passive ports in TIME_WAIT (the server closes a download's connection first) for
+    a minute, and Linux's search for a port 0 skips every port with such a socket on the
+    address: at a few hundred downloads a second the search grows to thousands of ports
+    per PASV (4 ms measured with 9,000 of them; docs/benchmarks.md) until the range runs
+    out. A port named explicitly is taken over from TIME_WAIT by SO_REUSEADDR at once."""
     if not ports:
         for _ in range(_OWN_TRIES):
             port = _DYNAMIC.pick()
@@ -250,9 +251,7 @@ def check_active_target(host: str, port: int, peer_host: str) -> None:
 
 
 #: Linux >= 4.2; Python names it from 3.12 on.
-_BIND_ADDRESS_NO_PORT: int | None = (
-    getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24) if sys.platform.startswith("linux") else None
-)
+_BIND_ADDRESS_NO_PORT: int | None = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24) if _LINUX else None
 
 
 async def connect_active(host: str, port: int, local_host: str) -> socket.socket:
