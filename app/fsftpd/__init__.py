@@ -9,6 +9,14 @@ The engine's public API::
 
 from .auth.users import Permission, User, UserManager
 from .server.config import ServerConfig
+from .server.events import (
+    ConnectionRefused,
+    Event,
+    LoginAttempt,
+    SessionEnded,
+    SessionStarted,
+    TransferFinished,
+)
 from .server.server import Server
 from .server.workers import run_workers
 from .storage import (
@@ -28,14 +36,20 @@ __version__ = "0.1.0"
 __all__ = [
     "AbstractPathIO",
     "AsyncPathIO",
+    "ConnectionRefused",
+    "Event",
     "FsspecPathIO",
+    "LoginAttempt",
     "MemoryPathIO",
     "PathIO",
     "Permission",
     "S3PathIO",
     "Server",
     "ServerConfig",
+    "SessionEnded",
+    "SessionStarted",
     "StorageContext",
+    "TransferFinished",
     "User",
     "UserManager",
     "__version__",
