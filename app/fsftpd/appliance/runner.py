@@ -103,7 +103,8 @@ def check_listen(hosts: list[str] | None, port: int) -> None:
 
 def _listen_problem(host: str | None, port: int, exc: OSError) -> str:
     name = "FSFTPD_HOST" if exc.errno == errno.EADDRNOTAVAIL else "FSFTPD_PORT"
-    return f"{name}: cannot listen on {host or '*'} port {port}: {exc.strerror or exc}"
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"{name}: cannot listen on {host or '*'} port {port}: {reason}"
 
 
 async def check_homes(users: list[fsftpd.User], settings: Settings) -> list[str]:

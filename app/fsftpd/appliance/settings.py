@@ -331,6 +331,8 @@ def with_file_secrets(environ: Mapping[str, str], problems: list[str]) -> dict[s
     official images' convention) when ``NAME`` itself is not set."""
     env = dict(environ)
     for name in SECRETS:
+        if name == "FSFTPD_USERS":
+            continue  # FSFTPD_USERS_FILE is a variable of its own (re-read on SIGHUP)
         path = env.get(name + "_FILE")
         if not path or env.get(name):
             continue
@@ -397,7 +399,12 @@ def _check_combinations(s: Settings, problems: list[str]) -> None:
         problems.append("PASV_MIN_PORT/PASV_MAX_PORT: set both, or use FSFTPD_PASSIVE_PORTS")
     if s.pasv_min_port is not None and s.pasv_max_port is not None and s.pasv_max_port < s.pasv_min_port:
         problems.append(f"PASV_MAX_PORT: {s.pasv_max_port} is below PASV_MIN_PORT {s.pasv_min_port}")
-        return
+    else:
+        _check_ports(s, problems)
+    _check_files(s, problems)
+
+
+def _check_ports(s: Settings, problems: list[str]) -> None:
     try:
         ports = s.port_range()
     except ValueError as exc:
@@ -417,6 +424,9 @@ def _check_combinations(s: Settings, problems: list[str]) -> None:
     if ports is not None and len(ports) < s.workers:
         problems.append(f"FSFTPD_PASSIVE_PORTS: {len(ports)} port(s) for FSFTPD_WORKERS={s.workers}: "
                         "each worker needs at least one")
+
+
+def _check_files(s: Settings, problems: list[str]) -> None:
     if s.users_file is not None and not os.path.isfile(s.users_file):
         problems.append(f"FSFTPD_USERS_FILE: {s.users_file} is not a readable file")
     for field, marker in (("tls_cert", "CERTIFICATE"), ("tls_key", "PRIVATE KEY")):
