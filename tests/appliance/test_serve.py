@@ -55,7 +55,8 @@ def test_generated_user_and_json_logs(tmp_path: Path) -> None:
     assert records, proc.output
     assert proc.output.count(password) == 1  # printed once, never logged
     logins = [r for r in records if r.get("event") == "login"]
-    assert {(r["user"], r["result"]) for r in logins} == {("ftp", "ok"), ("ftp", "failed"), ("demo", "failed")}
+    expected = {("ftp", "ok"), ("ftp", "failed"), ("demo", "failed")}
+    assert {(r["user"], r["result"]) for r in logins} == expected
     assert all(r["address"].startswith("127.0.0.1:") for r in logins)
     (transfer,) = [r for r in records if r.get("event") == "transfer"]
     assert (transfer["user"], transfer["command"], transfer["path"], transfer["bytes"], transfer["result"]) \
@@ -83,7 +84,7 @@ def test_hashed_passwords_with_ftplib_and_curl(tmp_path: Path) -> None:
         assert ftp.nlst() == ["f.txt"]
         ftp.quit()
         ftp = proc.ftp("ben", "ben-pw")
-        with pytest.raises(ftplib.error_perm, match="^550"):
+        with pytest.raises(ftplib.error_perm, match=r"^550"):
             ftp.storbinary("STOR new.txt", io.BytesIO(b"x"))  # read-only permission
         ftp.quit()
         assert proc.login_fails("ann", "ann-pw")
@@ -126,9 +127,9 @@ def test_anonymous_is_read_only_unless_asked(tmp_path: Path) -> None:
         ftp = proc.ftp("anonymous", "me@example.org")
         assert ftp.nlst() == ["pub.txt"]
         for command in ("STOR x.txt", "APPE pub.txt"):
-            with pytest.raises(ftplib.error_perm, match="^550"):
+            with pytest.raises(ftplib.error_perm, match=r"^550"):
                 ftp.storbinary(command, io.BytesIO(b"x"))
-        with pytest.raises(ftplib.error_perm, match="^550"):
+        with pytest.raises(ftplib.error_perm, match=r"^550"):
             ftp.delete("pub.txt")
         ftp.quit()
         proc.ftp("ftp", "x").quit()  # the other conventional name
