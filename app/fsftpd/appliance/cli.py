@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from . import logs, runner
-from .settings import MASK, SECRETS, Settings, env_name, load
+from .settings import AWS_SECRETS, MASK, SECRETS, Settings, env_name, load, with_file_secrets
 from .users import UserSet, hash_password, load_users
 
 #: old flag -> settings field (flags override the environment)
@@ -141,6 +141,11 @@ def _main(argv: list[str]) -> int:
     overrides, flags = overrides_from(args)
     environ = dict(os.environ)
     settings, userset, problems = read_configuration(environ, overrides, flags)
+    # botocore reads AWS_* from the environment itself: give it the ones from _FILE.
+    loaded = with_file_secrets({n: v for n, v in environ.items() if n.startswith("AWS_")}, [])
+    for name in AWS_SECRETS:
+        if name in loaded and name not in os.environ:
+            os.environ[name] = loaded[name]
     if problems or settings is None or userset is None:
         for line in problems:
             print(f"fsftpd: {line}", file=sys.stderr)

@@ -42,6 +42,8 @@ PREFIX = "FSFTPD_"
 SPECIAL = frozenset({"passive_ports", "masquerade_address", "storage_options"})
 #: variables whose value is secret: also read from <NAME>_FILE, never printed or logged
 SECRETS = ("FSFTPD_PASSWORD", "FTP_PASS", "FSFTPD_USERS", "FSFTPD_STORAGE_OPTIONS")
+#: botocore's variables for s3:// homes that may also come from <NAME>_FILE
+AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 #: what a masked secret looks like
 MASK = "********"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -139,12 +141,12 @@ class Settings(_Base):
     storage_options: Annotated[dict[str, Any], NoDecode] = Field(
         default_factory=dict, description="JSON object of options for every storage backend")
     # -- users
-    users: Annotated[str | None, NoDecode] = Field(None, description="users, a JSON list (secret)")
+    users: Annotated[str | None, NoDecode] = Field(None, description="users, a JSON list (see below)")
     users_file: str | None = Field(None, description="a JSON file of users (re-read on SIGHUP)")
     user: str | None = Field(None, validation_alias=_alias("FSFTPD_USER", "FTP_USER"),
                              description="one user's login (home FSFTPD_HOME)")
     password: SecretStr | None = Field(None, validation_alias=_alias("FSFTPD_PASSWORD", "FTP_PASS"),
-                                       description="that user's password, plain or hashed (secret)")
+                                       description="that user's password, plain or hashed")
     anonymous: bool = Field(False, description="add the anonymous user (home FSFTPD_HOME)")
     anonymous_write: bool = Field(False, description="let the anonymous user write")
     read_only: bool = Field(False, description="FSFTPD_USER and the generated user cannot write")
@@ -330,7 +332,7 @@ def with_file_secrets(environ: Mapping[str, str], problems: list[str]) -> dict[s
     """``environ`` with each secret ``NAME`` taken from the file ``NAME_FILE`` names (the
     official images' convention) when ``NAME`` itself is not set."""
     env = dict(environ)
-    for name in SECRETS:
+    for name in (*SECRETS, *AWS_SECRETS):
         if name == "FSFTPD_USERS":
             continue  # FSFTPD_USERS_FILE is a variable of its own (re-read on SIGHUP)
         path = env.get(name + "_FILE")
