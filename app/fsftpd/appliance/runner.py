@@ -11,7 +11,8 @@ The seams for the metrics sidecar (issue 13), both process-wide:
 - :data:`LIFECYCLE`: the process's state, ``starting`` -> ``ready`` -> ``draining``, for a
   readiness probe. In a serving process it reads its server live (listening: ready;
   ``server.closing``: draining). In the supervisor of several workers it is ``ready`` once
-  every worker listens and ``draining`` once it was asked to stop.
+  every worker listens; the supervisor cannot see the drain (``run_workers`` owns its
+  signals), so a readiness probe belongs in the workers.
 
 Invariants: a problem found before serving (a home that does not answer, a port in use)
 is one line on stderr and exit code 2, never a traceback; a reload that fails keeps the
