@@ -10,12 +10,14 @@ The engine's public API::
 from .auth.users import Permission, User, UserManager
 from .server.config import ServerConfig
 from .server.events import (
+    CommandDone,
     ConnectionRefused,
     Event,
     LoginAttempt,
     SessionEnded,
     SessionStarted,
     TransferFinished,
+    TransferProgress,
 )
 from .server.server import Server
 from .server.workers import run_workers
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AbstractPathIO",
     "AsyncPathIO",
+    "CommandDone",
     "ConnectionRefused",
     "Event",
     "FsspecPathIO",
@@ -50,6 +53,7 @@ __all__ = [
     "SessionStarted",
     "StorageContext",
     "TransferFinished",
+    "TransferProgress",
     "User",
     "UserManager",
     "__version__",
