@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import fsftpd
 
 from .settings import Settings
+from .values import check_home_scheme
 
 log = logging.getLogger("fsftpd.appliance")
 
@@ -232,8 +233,6 @@ def _make_user(name: str, raw: Any, s: Settings, problems: list[str]) -> fsftpd.
         return None
     home = entry.home or entry.base_path or s.home
     try:
-        from .settings import check_home_scheme
-
         check_home_scheme(home)
     except ValueError as exc:
         problems.append(f"{where}.home: {exc}")
