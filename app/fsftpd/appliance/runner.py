@@ -223,8 +223,9 @@ async def _reload(server: fsftpd.Server, reload: Reload, current: dict[str, User
         for line in problems:
             log.error("reload refused, keeping the current users: %s", line)
         return
-    if userset.source == "generated":
-        log.info("reload: no users configured; keeping the generated user")
+    if userset.generated is not None:
+        # A new random password nobody was told about would lock everyone out.
+        log.info("reload: no password configured; keeping the current users and password")
         return
     server.set_users(userset.users)
     current["users"] = userset
