@@ -127,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args_list[:1] == ["hash-password"]:
             return hash_password_command(args_list[1:])
         return _main(args_list)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # SIGINT or SIGTERM before serving began: nothing to drain
+        print("fsftpd: stopped before serving", file=sys.stderr)
+        return 0
     except Exception as exc:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.getLogger("fsftpd.appliance").exception("unexpected failure")

@@ -176,8 +176,15 @@ def _run(main: Callable[[], Any]) -> Any:
     return asyncio.run(main())
 
 
+def _stop_early(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM before serving: stop like SIGINT (the command exits 0)
+
+
 def serve(settings: Settings, userset: UserSet, reload: Reload) -> int:
     """Serve until SIGTERM/SIGINT; the exit code."""
+    # Until the serving loop installs its own handlers, SIGTERM (podman stop right after
+    # the start) stops the start cleanly instead of killing the process.
+    signal.signal(signal.SIGTERM, _stop_early)
     problems = _run(lambda: check_homes(userset.users, settings))
     if problems:
         for line in problems:
