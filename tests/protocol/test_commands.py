@@ -105,7 +105,7 @@ def test_parse_line_round_trips_any_utf8_argument(verb: str, arg: str) -> None:
         ("XYZZY", "x", 500),
         ("SITE", "CHMOD 777 x", 502),
         ("ACCT", "x", 502),
-        ("AUTH", "TLS", 502),
+        ("CONF", "x", 502),
         ("LPRT", "x", 502),
         ("RETR", "", 501),
         ("RETR", "   ", 501),

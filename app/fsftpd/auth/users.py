@@ -16,6 +16,9 @@ from typing import Any, Protocol
 
 from ..protocol.paths import is_within, resolve
 
+#: the values of ``tls_required`` and ``User.require_tls``
+TLS_POLICIES = ("none", "control", "data", "both")
+
 
 @dataclass(frozen=True)
 class Permission:
@@ -53,8 +56,16 @@ class User:
     #: verify an argon2 or bcrypt hash stored in ``password``. Such checks are slow by
     #: design, so the server runs them in a worker thread (see :meth:`verify_password`).
     password_check: Callable[[str, str], bool] | None = field(default=None, compare=False)
+    #: TLS this user's sessions must use, on top of the server's ``tls_required``:
+    #: "none", "control", "data" or "both" (True means "both", False "none")
+    require_tls: bool | str = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.require_tls, bool):
+            self.require_tls = "both" if self.require_tls else "none"
+        if self.require_tls not in TLS_POLICIES:
+            raise ValueError(f"require_tls must be one of {', '.join(TLS_POLICIES)} or a bool, "
+                             f"not {self.require_tls!r}")
         self.home_path = resolve("/", self.home_path)
         self.base_path = str(self.base_path)
         self.permissions = list(self.permissions)

@@ -114,12 +114,16 @@ COMMANDS: dict[str, CommandSpec] = {
         _spec("STOU", O, True, _write, "STOU: upload to a unique name"),
         _spec("REST", R, True, _none, "REST <offset>: restart a transfer at offset"),
         _spec("ABOR", N, True, _none, "ABOR: abort the running transfer", during_transfer=True),
+        _spec("AUTH", R, False, _none, "AUTH TLS: protect the control connection (RFC 4217)"),
+        _spec("PBSZ", R, False, _none, "PBSZ 0: protection buffer size (RFC 4217)"),
+        _spec("PROT", R, False, _none, "PROT P|C: protect data connections or not (RFC 4217)"),
+        _spec("CCC", N, False, _none, "CCC: clear the control connection (refused)"),
     )
 }
 
 # Recognised but deliberately not implemented: 502 rather than 500 (RFC 959 4.2).
 NOT_IMPLEMENTED = frozenset(
-    {"ACCT", "AUTH", "ADAT", "SMNT", "SITE", "LPRT", "LPSV", "PBSZ", "PROT", "CCC", "MIC", "CONF", "ENC"}
+    {"ACCT", "ADAT", "SMNT", "SITE", "LPRT", "LPSV", "MIC", "CONF", "ENC"}
 )
 
 # RFC 959 Telnet IAC sequences clients may send before ABOR (IP, Synch).
@@ -165,17 +169,20 @@ def lookup(command: Command) -> CommandSpec:
     return spec
 
 
-def feature_lines(mlst_enabled: Iterable[str] = MLST_FACTS) -> list[str]:
+def feature_lines(mlst_enabled: Iterable[str] = MLST_FACTS, tls: bool = False) -> list[str]:
     """FEAT body (RFC 2389): exactly the extensions implemented. The MLST line marks the
-    facts currently enabled (by OPTS MLST) with ``*`` (RFC 3659 7.8)."""
+    facts currently enabled (by OPTS MLST) with ``*`` (RFC 3659 7.8). ``tls``: the server
+    has a certificate, so AUTH TLS, PBSZ and PROT are offered (RFC 4217 section 6)."""
     enabled = set(mlst_enabled)
     facts = "".join(f"{f}{'*' if f in enabled else ''};" for f in MLST_FACTS)
     return [
+        *(["AUTH TLS"] if tls else []),
         "EPRT",
         "EPSV",
         "MDTM",
         "MFMT",
         f"MLST {facts}",
+        *(["PBSZ", "PROT"] if tls else []),
         "REST STREAM",
         "SIZE",
         "TVFS",

@@ -61,6 +61,12 @@ class Session:
     last_verb: str = ""
     utf8: bool = True
     mlst_facts: tuple[str, ...] = ("type", "size", "modify", "perm", "unique")
+    #: RFC 4217: the control connection is protected (AUTH TLS done, or implicit FTPS)
+    tls: bool = False
+    #: PBSZ 0 was received (PROT needs it first)
+    pbsz: bool = False
+    #: PROT P: data connections are protected
+    protect_data: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -92,6 +98,10 @@ class Session:
         self.epsv_all = False
         self.rest_offset = 0
         self.rename_from = None
+        # The control connection stays protected (TLS cannot be undone, see CCC), but
+        # PBSZ and PROT are negotiated again (RFC 4217 section 9: REIN resets them).
+        self.pbsz = False
+        self.protect_data = False
 
     def take_rest(self, verb: str) -> int:
         """The pending REST offset for ``verb``, cleared once used."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+#: what TLS a session must use: the control connection, the data connections, or both
+TlsPolicy = Literal["none", "control", "data", "both"]
 
 
 @dataclass(frozen=True)
@@ -35,3 +38,22 @@ class ServerConfig:
     max_login_attempts: int = 3
     #: seconds to wait before answering a failed login (slows guessing)
     failed_login_delay: float = 0.5
+    #: FTPS (RFC 4217): the server's certificate chain and private key (PEM files);
+    #: both set enables AUTH TLS, and :meth:`Server.reload_tls` re-reads them
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: the lowest TLS version accepted: "1.2" or "1.3"
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+    #: TLS every session must use; a user's ``require_tls`` can only add to it
+    tls_required: TlsPolicy = "none"
+    #: a port for implicit FTPS (TLS from the first byte, as ftps:// clients expect);
+    #: None: none; 0: any free port (see ``Server.implicit_tls_address``)
+    implicit_tls_port: int | None = None
+    #: refuse (522) a protected data connection that does not resume the TLS session of
+    #: its control connection (vsftpd's require_ssl_reuse)
+    tls_require_session_reuse: bool = False
+    #: count a protected upload complete only when the client ends it with a TLS
+    #: close_notify; False also accepts a TCP FIN at a TLS record boundary
+    tls_require_close_notify: bool = False
+    #: bound on a TLS handshake, control or data (s)
+    tls_handshake_timeout: float = 30.0

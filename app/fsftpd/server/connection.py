@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from ..auth.users import User
 from ..protocol import paths
@@ -31,6 +31,7 @@ from ..storage.base import AbstractPathIO
 from ..transfer.copy import Deadlines
 from ..transfer.data import PassiveListener, connect_active
 from ..transfer.throttle import Throttle, TokenBucket
+from ..transfer.tls import TlsDataSocket
 from .control import ControlChannel, LineTooLong
 from .events import CommandDone, SessionEnded, SessionStarted, TransferFinished, TransferProgress
 
@@ -145,6 +146,10 @@ class Connection:
         self.task: asyncio.Task[None] | None = None  # the task running this session (set by the server)
         self._idle_timer: asyncio.TimerHandle | None = None
         channel.connection = self
+        if transport.get_extra_info("sslcontext") is not None:
+            # Implicit FTPS: protected from the first byte, data protected by default
+            # (what ftps:// clients expect; they send PBSZ 0 and PROT P anyway).
+            self.session.tls = self.session.pbsz = self.session.protect_data = True
 
     @property
     def peer(self) -> str:
@@ -450,6 +455,82 @@ class Connection:
         self._command_done(verb, reply, started)
         return True
 
+    # -- TLS (RFC 4217) ------------------------------------------------------------------
+    def tls_required(self) -> tuple[bool, bool]:
+        """(control, data): whether this session must protect its control connection and
+        its data connections: the server's ``tls_required`` plus the user's own."""
+        policies: set[str] = {self.config.tls_required}
+        user = self.user or self.pending_user
+        if user is not None:
+            policies.add(str(user.require_tls))
+        return (bool(policies & {"control", "both"}), bool(policies & {"data", "both"}))
+
+    async def start_tls(self, reply: Reply) -> None:
+        """AUTH TLS: send ``reply`` (234) in the clear, then run the handshake on the
+        control connection; the session goes on over the TLS transport. A failed
+        handshake ends the session."""
+        context = self.server.tls_context
+        assert context is not None
+        dropped = self.channel.discard_buffer()
+        if dropped:
+            # Plaintext pipelined behind AUTH would be read as if it had been protected
+            # (the STARTTLS command injection): it is dropped, never executed.
+            log.warning("session %d: %d byte(s) sent after AUTH before the handshake dropped",
+                        self.id, dropped)
+        self.transport.write(reply.encode())
+        try:
+            transport = await self.server.loop.start_tls(
+                self.transport, self.channel, context, server_side=True,
+                ssl_handshake_timeout=self.config.tls_handshake_timeout)
+        except (OSError, TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
+            log.info("session %d: TLS handshake on the control connection failed: %r", self.id, exc)
+            self.closing = True
+            with contextlib.suppress(Exception):
+                self.transport.abort()
+            return
+        if transport is None:  # the client went away during the handshake
+            self.closing = True
+            return
+        self.transport = self.channel.transport = transport
+        self.session.tls = True
+        if log.isEnabledFor(logging.INFO):
+            ssl_object = transport.get_extra_info("ssl_object")
+            log.info("session %d: control connection protected (%s)", self.id,
+                     ssl_object.version() if ssl_object is not None else "TLS")
+
+    def check_data_protection(self) -> None:
+        """A data command under a policy that requires protected data: 522 when the
+        control connection has no TLS (PROT P is impossible), 521 after PROT C
+        (RFC 4217 section 9)."""
+        if self.session.protect_data or not self.tls_required()[1]:
+            return
+        if not self.session.tls:
+            raise FtpError(522, "TLS required on data connections: use AUTH TLS, PBSZ 0, PROT P")
+        raise FtpError(521, "Data connection cannot be opened with this PROT setting: use PROT P")
+
+    async def _secure_data(self, sock: socket.socket) -> TlsDataSocket:
+        """PROT P: the TLS handshake on a new data connection (522 when it fails, or when
+        the client does not resume its control connection's session and the server
+        requires it)."""
+        context = self.server.tls_context
+        assert context is not None
+        tls = TlsDataSocket(sock, context)
+        try:
+            await tls.handshake(self.config.tls_handshake_timeout)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            tls.close()
+            raise FtpError(522, f"TLS handshake on the data connection failed: {exc}") from None
+        except BaseException:
+            tls.close()
+            raise
+        if self.config.tls_require_session_reuse and not tls.session_reused:
+            tls.close()
+            raise FtpError(522, "Data connection must resume the control connection's TLS session")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("session %d: data connection protected (%s, session %s)", self.id, tls.version,
+                      "resumed" if tls.session_reused else "new")
+        return tls
+
     # -- data connections ------------------------------------------------------------
     def close_data_channel(self) -> None:
         if self.passive is not None:
@@ -532,6 +613,7 @@ class Connection:
         """Run the data phase in a task: 150, data connection, copy, ``finish`` (commit),
         226. On any failure ``fail`` (abort the upload) runs and the error is replied."""
         self.require_data_channel()
+        self.check_data_protection()
         self.transfer = asyncio.create_task(
             self._transfer(verb, path, direction, data_phase, preliminary, finish, fail, release, success),
             name=f"fsftpd-transfer-{self.id}",
@@ -551,16 +633,22 @@ class Connection:
     ) -> None:
         started = time.perf_counter()
         moved = 0
-        sock: socket.socket | None = None
+        sock: socket.socket | TlsDataSocket | None = None
         reply = success or Reply(226, "Transfer complete")
         ok = False
         cancelled: asyncio.CancelledError | None = None
         try:
             await self.reply(preliminary)
             sock = await self._open_data()
-            moved = await data_phase(sock)
-            if direction == "upload":
-                self._check_clean_close(sock)
+            if self.session.protect_data:
+                sock = await self._secure_data(sock)
+                # The copy loops see the socket API they use (see transfer/tls.py).
+                moved = await data_phase(cast(socket.socket, sock))
+                await self._end_tls_data(sock, direction)
+            else:
+                moved = await data_phase(sock)
+                if direction == "upload":
+                    self._check_clean_close(sock)
             if finish is not None:
                 self._committing = True
                 try:
@@ -598,13 +686,29 @@ class Connection:
                 time.perf_counter() - started, ok, reply.code,
             ))
         if log.isEnabledFor(logging.INFO):
-            log.info("session %d: %s %s %s bytes -> %d", self.id, verb, path, moved, reply.code)
+            log.info("session %d: %s %s %s bytes -> %s", self.id, verb, path, moved, reply)
         self.transfer_done()
         if cancelled is not None:
             raise cancelled
 
+    async def _end_tls_data(self, tls: TlsDataSocket, direction: str) -> None:
+        """The end of a protected data phase. A download or listing sends close_notify
+        after its last byte. An upload ended cleanly (the copy loop saw close_notify or
+        a FIN at a record boundary; a FIN inside a record or a reset raised before), and
+        ``tls_require_close_notify`` may insist on close_notify."""
+        if direction == "upload" and log.isEnabledFor(logging.DEBUG):
+            log.debug("session %d: upload ended by %s", self.id, tls.closed_by)
+        if (direction == "upload" and tls.closed_by != "close_notify"
+                and self.config.tls_require_close_notify):
+            raise DataConnectionError("the client closed the TLS data connection without "
+                                          "close_notify (the upload may be truncated)")
+        if direction == "upload":
+            self._check_clean_close(tls)  # before our close_notify, which may meet a reset
+        with contextlib.suppress(OSError, TimeoutError):
+            await tls.shutdown(self.config.socket_timeout or self.config.tls_handshake_timeout)
+
     @staticmethod
-    def _check_clean_close(sock: socket.socket) -> None:
+    def _check_clean_close(sock: socket.socket | TlsDataSocket) -> None:
         """After EOF on an upload, a pending socket error means the client reset the
         connection rather than closing it cleanly: the upload is incomplete."""
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

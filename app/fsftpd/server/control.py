@@ -93,7 +93,10 @@ class ControlChannel(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
-        return True  # keep the write side open: replies to lines already read still go out
+        # Keep the write side open: replies to lines already read still go out. (A TLS
+        # transport closes anyway after the peer's close; asyncio warns if asked not to.)
+        transport = self.transport
+        return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
@@ -172,6 +175,14 @@ class ControlChannel(asyncio.Protocol):
         """The input ended and nothing is left that :meth:`read_line` would return or
         answer (no complete line, no over-long one)."""
         return self._eof and len(self._buffer) <= LINE_LIMIT and self.peek_line() is None
+
+    def discard_buffer(self) -> int:
+        """Drop every buffered byte (AUTH TLS: nothing sent in the clear before the
+        handshake may be read as protected); the number dropped."""
+        dropped = len(self._buffer)
+        self._buffer.clear()
+        self._maybe_resume()
+        return dropped
 
     def stop_reading(self) -> None:
         """No further line is read: :meth:`read_line` returns None from now on."""

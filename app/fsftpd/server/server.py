@@ -9,16 +9,18 @@ import contextlib
 import itertools
 import logging
 import socket
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from ..auth.users import User, UserManager
+from ..auth.users import TLS_POLICIES, User, UserManager
 from ..protocol.replies import Reply
 from ..storage.base import AbstractPathIO, StorageContext
 from ..storage.factory import PathIOFactory, adapt_factory, open_home
 from ..transfer.copy import Deadlines
 from ..transfer.throttle import TokenBucket
+from ..transfer.tls import make_context, reload_context
 from . import handlers  # noqa: F401  (registers the command handlers)
 from .config import ServerConfig
 from .connection import Connection
@@ -123,6 +125,7 @@ class Server:
                                       or value <= 0):
                 raise ValueError(f"{name} must be None (no timeout) or a number of seconds > 0")
         _check_passive_ports(self.config.passive_ports)
+        self.tls_context = _tls_context(self.config)
         self.passive_address = PassiveAddress(self.config.masquerade_address)
         self.limits: Limits | SharedLimits = (
             Limits(self.config) if shared is None else shared.make_limits(self.config))
@@ -139,6 +142,7 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._servers: list[asyncio.Server] = []
+        self._implicit: list[asyncio.Server] = []
         # Session ids: with workers, worker i of n numbers i+1, i+1+n, i+1+2n... so ids
         # are unique across the workers (a restarted worker starts its sequence again).
         self._ids = (itertools.count(1) if shared is None
@@ -167,10 +171,25 @@ class Server:
             self._servers.append(srv)
             if port == 0:
                 port = srv.sockets[0].getsockname()[1]
-        for srv in self._servers:
+        implicit = self.config.implicit_tls_port
+        if implicit is not None and self.tls_context is not None:
+            for item in hosts:
+                try:
+                    srv = await loop.create_server(
+                        self._new_channel, item, implicit, ssl=self.tls_context,
+                        ssl_handshake_timeout=self.config.tls_handshake_timeout, **kwargs)
+                except OSError:
+                    if host is None and item == "::" and self._implicit:
+                        continue
+                    raise
+                self._implicit.append(srv)
+                if implicit == 0:
+                    implicit = srv.sockets[0].getsockname()[1]
+        for srv in self._servers + self._implicit:
             for sock in srv.sockets:
                 _tune_listener(sock)
-                log.info("listening on %s", sock.getsockname()[:2])
+                log.info("listening on %s%s", sock.getsockname()[:2],
+                         " (implicit FTPS)" if srv in self._implicit else "")
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -189,8 +208,29 @@ class Server:
         return host, port
 
     @property
+    def implicit_tls_address(self) -> tuple[str, int] | None:
+        """(host, port) of the first implicit FTPS listener, or None without one."""
+        if not self._implicit:
+            return None
+        host, port = self._implicit[0].sockets[0].getsockname()[:2]
+        return host, port
+
+    @property
     def sockets(self) -> list[socket.socket]:
-        return [s for srv in self._servers for s in srv.sockets]
+        return [s for srv in self._servers + self._implicit for s in srv.sockets]
+
+    def reload_tls(self) -> None:
+        """Read the certificate and key files (``tls_cert``, ``tls_key``) again, e.g. on
+        SIGHUP after a renewal. New connections, including data connections of running
+        sessions, present the new certificate; sessions and transfers already running
+        go on undisturbed, and their TLS sessions stay resumable. Raises ``OSError`` or
+        ``ssl.SSLError`` for an unreadable or mismatched pair, and then changes nothing.
+        Call it on the server's event loop (it reads two small files)."""
+        config = self.config
+        if self.tls_context is None or config.tls_cert is None or config.tls_key is None:
+            raise RuntimeError("TLS is not configured (tls_cert and tls_key)")
+        reload_context(self.tls_context, config.tls_cert, config.tls_key)
+        log.info("TLS certificate reloaded from %s", config.tls_cert)
 
     @property
     def closing(self) -> bool:
@@ -204,7 +244,7 @@ class Server:
         """Stop listening, let running transfers finish (up to ``shutdown_timeout``), send
         421 to idle sessions, then cut off whatever is left."""
         self._closing = True
-        for srv in self._servers:
+        for srv in self._servers + self._implicit:
             srv.close()
         for conn in list(self.connections):
             conn.request_shutdown()
@@ -216,10 +256,11 @@ class Server:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
-        for srv in self._servers:
+        for srv in self._servers + self._implicit:
             with contextlib.suppress(Exception):
                 await srv.wait_closed()
         self._servers.clear()
+        self._implicit.clear()
         await self.passive_address.close()
         for _, io in self._path_ios.values():
             with contextlib.suppress(Exception):
@@ -373,3 +414,20 @@ def _check_passive_ports(ports: Sequence[int] | None) -> None:
     bad = [p for p in ports if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535]
     if bad:
         raise ValueError(f"passive_ports must be ports from 1 to 65535, not {bad[0]!r}")
+
+
+def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The TLS context for ``tls_cert``/``tls_key`` (None without them); the policy
+    options are checked here so a wrong one fails at construction, not at a login."""
+    if config.tls_required not in TLS_POLICIES:
+        raise ValueError(f"tls_required must be one of {', '.join(TLS_POLICIES)}, "
+                         f"not {config.tls_required!r}")
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ValueError("tls_cert and tls_key: give both or neither")
+    if config.tls_cert is None or config.tls_key is None:
+        if config.tls_required != "none" or config.implicit_tls_port is not None:
+            raise ValueError("tls_required and implicit_tls_port need tls_cert and tls_key")
+        return None
+    if config.tls_handshake_timeout <= 0:
+        raise ValueError("tls_handshake_timeout must be a number of seconds > 0")
+    return make_context(config.tls_cert, config.tls_key, config.tls_min_version)

@@ -121,7 +121,9 @@ async def send_stream(
 ) -> int:
     """Send ``reader`` to ``sock`` until end of file; return the bytes sent."""
     fd = reader.fileno()
-    if fd is not None and not ascii_mode and hasattr(os, "sendfile"):
+    # sendfile only on a plain socket: a TLS data connection (transfer/tls.py) must
+    # encrypt every byte, so it takes the block loop below.
+    if fd is not None and not ascii_mode and hasattr(os, "sendfile") and isinstance(sock, socket.socket):
         return await _sendfile(sock, fd, throttle=throttle, deadlines=deadlines, progress=progress)
     block = reader.block_size
     carry = b""

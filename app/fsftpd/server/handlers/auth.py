@@ -20,6 +20,9 @@ log = logging.getLogger("fsftpd.auth")
 def user(conn: Connection, req: Request) -> Reply:
     if conn.session.logged_in:
         raise FtpError(503, "Already logged in; use REIN to change user")
+    if conn.tls_required()[0] and not conn.session.tls:
+        # RFC 4217 section 11: the server's policy needs a protected control connection.
+        raise FtpError(530, "TLS required on the control connection: use AUTH TLS first")
     name = req.arg.strip()
     conn.pending_user = conn.server.users.find(name)
     conn.session.user_name = name
@@ -64,6 +67,12 @@ async def _password(conn: Connection, req: Request) -> Reply:
 
 def _logged_in(conn: Connection, candidate: User) -> Reply:
     """The password was right and the user's storage is ready: take a session slot."""
+    if candidate.require_tls in ("control", "both") and not conn.session.tls:
+        # Checked only after a right password, so the reply tells nobody else which
+        # users need TLS (RFC 4217 section 11: 534, denied for policy reasons).
+        conn.session.login = Login.AWAITING_USER
+        conn.pending_user = None
+        raise FtpError(534, f"TLS required for user {candidate.name}: use AUTH TLS, then log in")
     events = conn.server.events
     if events.observers:
         events.emit(LoginAttempt(conn.id, conn.peer, conn.session.user_name or "", True))

@@ -24,7 +24,7 @@ def syst(conn: Connection, req: Request) -> Reply:
 
 @handler("feat")
 def feat(conn: Connection, req: Request) -> Reply:
-    lines = feature_lines(conn.session.mlst_facts)
+    lines = feature_lines(conn.session.mlst_facts, tls=conn.server.tls_context is not None)
     return Reply(211, "Features:", *[f" {line}" for line in lines], "End")
 
 
