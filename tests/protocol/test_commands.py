@@ -174,6 +174,10 @@ def test_the_issue_command_set_is_in_the_table() -> None:
         "XCUP",
         "XMKD",
         "XRMD",
+        "AUTH",
+        "PBSZ",
+        "PROT",
+        "CCC",
     ]
     assert set(wanted) == set(COMMANDS)
     assert not NOT_IMPLEMENTED & set(COMMANDS)
@@ -188,9 +192,11 @@ def test_aliases_share_the_handler(alias: str, verb: str) -> None:
 
 
 def test_preconditions_are_sane() -> None:
-    # Only the login dialogue and harmless informational verbs work before login.
+    # Only the login dialogue, its protection (RFC 4217: AUTH, PBSZ, PROT before USER)
+    # and harmless informational verbs work before login.
     before_login = {v for v, s in COMMANDS.items() if not s.login}
-    assert before_login == {"USER", "PASS", "QUIT", "REIN", "NOOP", "SYST", "FEAT", "OPTS", "HELP"}
+    assert before_login == {"USER", "PASS", "QUIT", "REIN", "NOOP", "SYST", "FEAT", "OPTS", "HELP",
+                            "AUTH", "PBSZ", "PROT", "CCC"}
     # Verbs that change storage need write access; those that read it need read access.
     for verb in ("MKD", "XMKD", "RMD", "XRMD", "DELE", "RNFR", "RNTO", "STOR", "APPE", "STOU", "MFMT"):
         assert COMMANDS[verb].access.value == "write", verb

@@ -1,6 +1,6 @@
 """Run the appliance: build :class:`fsftpd.Server` (or :func:`fsftpd.run_workers`) from the
 settings, on uvloop when it is installed; drain on SIGTERM/SIGINT (exit 0); reload the
-users on SIGHUP.
+users and the TLS certificate on SIGHUP.
 
 The seams for the metrics sidecar (issue 13), both process-wide:
 
@@ -220,8 +220,20 @@ async def _setup(server: fsftpd.Server, index: int, reload: Reload, userset: Use
             await result
 
 
+def _reload_tls(server: fsftpd.Server) -> None:
+    """SIGHUP: the certificate and key files again (a renewed certificate); running
+    sessions keep theirs. A bad pair keeps the current one."""
+    if server.tls_context is None:
+        return
+    try:
+        server.reload_tls()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        log.error("reload refused, keeping the current TLS certificate: %s", exc)
+
+
 async def _reload(server: fsftpd.Server, reload: Reload, current: dict[str, UserSet]) -> None:
     log.info("SIGHUP: reloading users")
+    _reload_tls(server)
     try:
         userset, problems = await asyncio.to_thread(reload)
     except Exception as exc:  # a reload must never take the server down

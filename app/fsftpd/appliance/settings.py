@@ -46,7 +46,7 @@ from .values import (
 
 PREFIX = "FSFTPD_"
 #: ServerConfig fields with a variable of their own below (not derived)
-SPECIAL = frozenset({"passive_ports", "masquerade_address", "storage_options"})
+SPECIAL = frozenset({"passive_ports", "masquerade_address", "storage_options", "tls_cert", "tls_key"})
 #: variables whose value is secret: also read from <NAME>_FILE, never printed or logged
 SECRETS = ("FSFTPD_PASSWORD", "FTP_PASS", "FSFTPD_USERS", "FSFTPD_STORAGE_OPTIONS")
 #: botocore's variables for s3:// homes that may also come from <NAME>_FILE
@@ -72,6 +72,13 @@ DESCRIPTIONS: dict[str, str] = {
     "shutdown_timeout": "how long a drain lets running transfers finish (s)",
     "max_login_attempts": "failed logins before the connection is closed",
     "failed_login_delay": "pause before answering a failed login (s)",
+    "tls_min_version": "lowest TLS version accepted: 1.2 or 1.3",
+    "tls_required": "TLS every session must use: none, control, data or both",
+    "implicit_tls_port": "port for implicit FTPS (TLS from the first byte); none: off",
+    "tls_require_session_reuse": "refuse (522) a data connection that does not resume the control "
+                                 "connection's TLS session",
+    "tls_require_close_notify": "a protected upload counts only if ended by TLS close_notify",
+    "tls_handshake_timeout": "bound on a TLS handshake (s)",
 }
 
 # The environment a load reads (a copy of os.environ with the _FILE secrets filled in).
@@ -157,11 +164,11 @@ class Settings(_Base):
     anonymous: bool = Field(False, description="add the anonymous user (home FSFTPD_HOME)")
     anonymous_write: bool = Field(False, description="let the anonymous user write")
     read_only: bool = Field(False, description="FSFTPD_USER and the generated user cannot write")
-    # -- TLS (served by a later issue: the files are checked now)
+    # -- TLS (FTPS, RFC 4217): both files enable AUTH TLS; re-read on SIGHUP
     tls_cert: str | None = Field(None, validation_alias=_alias("FSFTPD_TLS_CERT", "TLS_CERT"),
-                                 description="PEM certificate file (checked)")
+                                 description="PEM certificate chain file (enables FTPS; re-read on SIGHUP)")
     tls_key: str | None = Field(None, validation_alias=_alias("FSFTPD_TLS_KEY", "TLS_KEY"),
-                                description="PEM private key file (checked)")
+                                description="PEM private key file (re-read on SIGHUP)")
 
     ALIASES: ClassVar[dict[str, tuple[str, ...]]] = {}  # filled below: field -> alias names
 
@@ -390,6 +397,11 @@ def _check_files(s: Settings, problems: list[str]) -> None:
             problems.append(f"{env_name(field)}: {path} holds no PEM {marker.lower()}")
     if (s.tls_cert is None) != (s.tls_key is None):
         problems.append("FSFTPD_TLS_CERT/FSFTPD_TLS_KEY: set both or neither")
+    elif s.tls_cert is None:
+        if getattr(s, "tls_required", None) not in (None, "none"):
+            problems.append("FSFTPD_TLS_REQUIRED: needs FSFTPD_TLS_CERT and FSFTPD_TLS_KEY")
+        if getattr(s, "implicit_tls_port", None) is not None:
+            problems.append("FSFTPD_IMPLICIT_TLS_PORT: needs FSFTPD_TLS_CERT and FSFTPD_TLS_KEY")
 
 
 def server_options(s: Settings) -> dict[str, Any]:
@@ -407,4 +419,6 @@ def server_options(s: Settings) -> dict[str, Any]:
         address = address.replace("{index}", str(s.replica()))
     options["masquerade_address"] = address or None
     options["storage_options"] = dict(s.storage_options)
+    options["tls_cert"] = s.tls_cert
+    options["tls_key"] = s.tls_key
     return options

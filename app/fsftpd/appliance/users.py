@@ -20,7 +20,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -58,6 +58,8 @@ class UserEntry(BaseModel):
     read_speed_limit_per_connection: float | None = Field(None, ge=0)
     write_speed_limit_per_connection: float | None = Field(None, ge=0)
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    #: TLS this user must use on top of FSFTPD_TLS_REQUIRED (true: both)
+    require_tls: bool | Literal["none", "control", "data", "both"] = False
 
 
 @dataclass
@@ -253,7 +255,8 @@ def _make_user(name: str, raw: Any, s: Settings, problems: list[str]) -> fsftpd.
         read_speed_limit=entry.read_speed_limit, write_speed_limit=entry.write_speed_limit,
         read_speed_limit_per_connection=entry.read_speed_limit_per_connection,
         write_speed_limit_per_connection=entry.write_speed_limit_per_connection,
-        storage_options=dict(entry.storage_options), password_check=checker_for(entry.password))
+        storage_options=dict(entry.storage_options), password_check=checker_for(entry.password),
+        require_tls=entry.require_tls)
 
 
 def _home(url: str) -> str:

@@ -44,8 +44,9 @@ class ServerConfig:
     tls_key: str | None = None
     #: the lowest TLS version accepted: "1.2" or "1.3"
     tls_min_version: Literal["1.2", "1.3"] = "1.2"
-    #: TLS every session must use; a user's ``require_tls`` can only add to it
-    tls_required: TlsPolicy = "none"
+    #: TLS every session must use ("control", "data", "both"; None or "none": no
+    #: requirement); a user's ``require_tls`` can only add to it
+    tls_required: TlsPolicy | None = None
     #: a port for implicit FTPS (TLS from the first byte, as ftps:// clients expect);
     #: None: none; 0: any free port (see ``Server.implicit_tls_address``)
     implicit_tls_port: int | None = None

@@ -459,7 +459,7 @@ class Connection:
     def tls_required(self) -> tuple[bool, bool]:
         """(control, data): whether this session must protect its control connection and
         its data connections: the server's ``tls_required`` plus the user's own."""
-        policies: set[str] = {self.config.tls_required}
+        policies: set[str] = {self.config.tls_required or "none"}
         user = self.user or self.pending_user
         if user is not None:
             policies.add(str(user.require_tls))

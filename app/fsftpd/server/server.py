@@ -419,13 +419,13 @@ def _check_passive_ports(ports: Sequence[int] | None) -> None:
 def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     """The TLS context for ``tls_cert``/``tls_key`` (None without them); the policy
     options are checked here so a wrong one fails at construction, not at a login."""
-    if config.tls_required not in TLS_POLICIES:
+    if config.tls_required is not None and config.tls_required not in TLS_POLICIES:
         raise ValueError(f"tls_required must be one of {', '.join(TLS_POLICIES)}, "
                          f"not {config.tls_required!r}")
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ValueError("tls_cert and tls_key: give both or neither")
     if config.tls_cert is None or config.tls_key is None:
-        if config.tls_required != "none" or config.implicit_tls_port is not None:
+        if config.tls_required not in (None, "none") or config.implicit_tls_port is not None:
             raise ValueError("tls_required and implicit_tls_port need tls_cert and tls_key")
         return None
     if config.tls_handshake_timeout <= 0:
