@@ -106,6 +106,11 @@ class TlsDataSocket:
         #: how the client ended its side: "close_notify", "eof" (TCP FIN at a record
         #: boundary, no close_notify) or None (not yet)
         self.closed_by: str | None = None
+        # Where the received ciphertext stands in its TLS records (RFC 8446 5.1: a
+        # 5-byte header whose last two bytes are the length): OpenSSL takes a partial
+        # record out of the memory buffer, so only this says whether a FIN cut one.
+        self._header = b""
+        self._record_left = 0
 
     # -- set-up and shut-down ---------------------------------------------------------
     async def handshake(self, timeout: float | None) -> None:
@@ -172,6 +177,8 @@ class TlsDataSocket:
                 n = int(self.ssl.read(size, buffer))
                 if n == 0:  # Python's answer to close_notify (SSL_ERROR_ZERO_RETURN)
                     self.closed_by = "close_notify"
+                elif self._out.pending:  # a post-handshake message to answer (key update)
+                    self._flush()
                 return n
             except ssl.SSLWantReadError:
                 if self._in.eof:
@@ -180,23 +187,40 @@ class TlsDataSocket:
                 if n == 0:
                     self._in.write_eof()
                 else:
-                    self._in.write(memoryview(self._recv)[:n])
+                    view = memoryview(self._recv)[:n]
+                    self._track(view)
+                    self._in.write(view)
             except ssl.SSLZeroReturnError:
                 self.closed_by = "close_notify"
                 return 0
             except ssl.SSLEOFError:
                 # A FIN without close_notify: clean only at a record boundary.
-                if self._in.pending:
+                if self._header or self._record_left or self._in.pending:
                     raise ConnectionResetError("TLS connection closed inside a record") from None
                 self.closed_by = "eof"
                 return 0
             except ssl.SSLError as exc:
                 raise ConnectionResetError(f"TLS error: {exc.reason or exc}") from None
-            finally:
-                if self._out.pending:  # a post-handshake message to answer (key update)
-                    self._flush()
+            # Nothing is sent after the client's end (an alert would meet a closed socket
+            # and turn into a reset that the clean-close check then reports).
 
     # -- internals --------------------------------------------------------------------
+    def _track(self, data: memoryview) -> None:
+        """Follow the record boundaries through ``data`` (a few header reads per block)."""
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._record_left:
+                step = min(self._record_left, size - pos)
+                self._record_left -= step
+                pos += step
+                continue
+            part = bytes(data[pos:pos + 5 - len(self._header)])
+            self._header += part
+            pos += len(part)
+            if len(self._header) == 5:
+                self._record_left = int.from_bytes(self._header[3:5], "big")
+                self._header = b""
+
     def _flush(self) -> bool:
         """Hand buffered ciphertext to the kernel; True when none is left."""
         while True:
@@ -225,7 +249,9 @@ class TlsDataSocket:
                 continue
             if n == 0:
                 raise ConnectionResetError("connection closed during the TLS handshake")
-            self._in.write(memoryview(self._recv)[:n])
+            view = memoryview(self._recv)[:n]
+            self._track(view)
+            self._in.write(view)
             return
 
 

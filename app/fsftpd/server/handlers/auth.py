@@ -20,7 +20,7 @@ log = logging.getLogger("fsftpd.auth")
 def user(conn: Connection, req: Request) -> Reply:
     if conn.session.logged_in:
         raise FtpError(503, "Already logged in; use REIN to change user")
-    if conn.tls_required()[0] and not conn.session.tls:
+    if conn.config.tls_required in ("control", "both") and not conn.session.tls:
         # RFC 4217 section 11: the server's policy needs a protected control connection.
         raise FtpError(530, "TLS required on the control connection: use AUTH TLS first")
     name = req.arg.strip()
