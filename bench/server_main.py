@@ -28,12 +28,14 @@ def run_fsftpd(args: argparse.Namespace) -> None:
     import fsftpd
 
     users = [fsftpd.User(args.user, args.password, base_path=args.root)]
-    options = {}
+    options: dict[str, object] = {}
     if args.workers > 1:
         options["workers"] = args.workers
+    if args.tls_cert:  # bench/tls.py: FTPS (AUTH TLS, PROT P)
+        options.update(tls_cert=args.tls_cert, tls_key=args.tls_key)
 
     async def main() -> None:
-        server = fsftpd.Server(users, **options)
+        server = fsftpd.Server(users, **{k: v for k, v in options.items() if k != "workers"})
         await server.start(args.host, args.port)
         print("READY", flush=True)
         await server.serve_forever()
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user", default="bench")
     parser.add_argument("--password", default="bench")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--tls-cert", default=None)
+    parser.add_argument("--tls-key", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     for name in ("fsftpd", "aioftp", "pyftpdlib"):
