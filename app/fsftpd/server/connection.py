@@ -146,7 +146,7 @@ class Connection:
         self.task: asyncio.Task[None] | None = None  # the task running this session (set by the server)
         self._idle_timer: asyncio.TimerHandle | None = None
         channel.connection = self
-        if transport.get_extra_info("sslcontext") is not None:
+        if server.tls_context is not None and transport.get_extra_info("sslcontext") is not None:
             # Implicit FTPS: protected from the first byte, data protected by default
             # (what ftps:// clients expect; they send PBSZ 0 and PROT P anyway).
             self.session.tls = self.session.pbsz = self.session.protect_data = True
