@@ -121,6 +121,9 @@ class Server:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or value <= 0):
                 raise ValueError(f"{name} must be None (no timeout) or a number of seconds > 0")
+        sort_limit = self.config.listing_sort_limit
+        if isinstance(sort_limit, bool) or not isinstance(sort_limit, int) or sort_limit < 0:
+            raise ValueError("listing_sort_limit must be a count of entries >= 0")
         self.limits: Limits | SharedLimits = (
             Limits(self.config) if shared is None else shared.make_limits(self.config))
         # One Deadlines for every transfer: the timeouts are fixed for the server's life.
