@@ -56,12 +56,11 @@ class DirReader:
         self._state = "new"  # -> "open" -> "closed"
         self._more = True  # the directory has not been read to its end
         self._match = match
-        # entries read and selected, waiting for their turn (a sorted directory, or what
-        # a window that was outgrown let go); shown from index _next on
         self._window: SortWindow[os.DirEntry[str]] | None = (
             SortWindow(sort_limit, by_name) if sort_limit > 0 else None)
-        self._ready: _Items = []
-        self._next = 0
+        # entries read and selected, waiting for their turn (a sorted directory, or what
+        # a window that was outgrown let go), the next one last
+        self._waiting: _Items = []
 
     # -- batches (worker threads) ------------------------------------------------------
     def entries(self, limit: int) -> tuple[list[Entry], bool]:
@@ -83,7 +82,7 @@ class DirReader:
     @property
     def more(self) -> bool:
         """Whether entries may still follow (unread, or read and waiting)."""
-        return self._more or self._next < len(self._ready)
+        return self._more or bool(self._waiting)
 
     @property
     def held_peak(self) -> int:
@@ -119,13 +118,15 @@ class DirReader:
         # entry), and few enough stat records alive at once to stay in the CPU's cache.
         # ``limit`` bounds the work of one call: entries read plus entries rendered.
         while limit > 0:
-            if self._next < len(self._ready):
-                start = self._next
-                self._next = end = start + min(ROW_RUN, limit)
-                items = self._ready[start:end]
-                if end >= len(self._ready):
-                    self._ready, self._next = [], 0
-                limit -= len(items)
+            waiting = self._waiting
+            if waiting:
+                # Taken from the end, so each run's entries (and the stat records they
+                # cache) are freed once rendered, as in a listing that streams.
+                count = min(ROW_RUN, limit, len(waiting))
+                items = waiting[-count:]
+                del waiting[-count:]
+                items.reverse()
+                limit -= count
                 yield rows_of(items)
                 continue
             if not self._more:
@@ -137,9 +138,11 @@ class DirReader:
                 items = [item for item in items if match(item.name)]
             window = self._window
             if window is not None and window.holding:
-                self._ready = window.add(items)
+                waiting = window.add(items)
                 if not self._more:
-                    self._ready += window.finish()
+                    waiting += window.finish()
+                waiting.reverse()
+                self._waiting = waiting
             elif items:
                 yield rows_of(items)
 
