@@ -37,10 +37,11 @@ FILES = {
 ROOT_NAMES = sorted({p.split("/")[1] for p in FILES})
 
 
-@pytest.fixture(params=HOMES)
-def srv(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
+@pytest.fixture(params=HOMES, scope="module")
+def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """One server per home kind for the module: its tests only read (or fail to change)."""
     rules = [fsftpd.Permission("/"), fsftpd.Permission("/secret", readable=False)]
-    with home_server(request.param, tmp_path, permissions=rules) as (server, _):
+    with home_server(request.param, tmp_path_factory.mktemp("wild"), permissions=rules) as (server, _):
         put_files(server, FILES)
         yield server
 
