@@ -7,9 +7,9 @@ worker-thread call; S3: one ListObjectsV2 page) at a time, never the whole direc
 Invariants:
 - LIST and NLST take a pattern (``*``, ``?``, ``[...]``) in the last path component when
   no entry of that exact name exists: an existing name always wins, so a file called
-  ``a*b`` is still listed (and RETR, DELE, MLSD... never glob: RFC 3659 7.2.1 says MLSD
-  names a directory literally). The pattern is matched while the parent directory streams;
-  only matches are kept, and a pattern that matches nothing is 550 before any 150.
+  ``a*b`` is still listed (and RETR, DELE, MLSD... never glob: RFC 3659 2.2.2 makes MLSx
+  pathnames literal). The pattern is matched while the parent directory streams; only
+  matches are kept, and a pattern that matches nothing is 550 before any 150.
 - A directory (or a pattern's matches) of at most ``listing_sort_limit`` entries is sent
   sorted by name; a larger one in directory order (:class:`SortWindow`).
 """
@@ -121,8 +121,8 @@ async def _listing(conn: Connection, verb: str, target: Target, render: Render, 
     source = chunks()
     body: AsyncIterator[str | bytes] = source
     if match is not None:
-        # RFC 959 has no "150, then nothing": a pattern that matches nothing is an error,
-        # known only once the directory has been read up to a first match.
+        # A pattern that matches nothing is refused like a missing name, so before 150:
+        # the directory is read up to its first match (or its end) first.
         try:
             first = await anext(source, None)
         except BaseException:
