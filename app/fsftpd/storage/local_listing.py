@@ -71,8 +71,9 @@ class DirReader:
             return [entry_from_stat(name, st) for rows in runs for name, st in rows], self.more
 
     def text(self, renderer: StatRenderer, limit: int) -> tuple[bytes, bool]:
-        """Up to about ``limit`` entries rendered into UTF-8 (names that are not UTF-8
-        keep their bytes), and whether more may follow."""
+        """Entries rendered into UTF-8 (names that are not UTF-8 keep their bytes), and
+        whether more may follow: about ``limit`` entries read or rendered in all, so the
+        text may be empty while a sorted listing is still being read."""
         with self._lock:
             self._open_locked()
             runs = self._runs(limit, self._stat_rows if renderer.needs_stat else self._name_rows)
