@@ -178,10 +178,16 @@ class FsspecPathIO(AbstractPathIO):
         raise NotImplementedError("This storage cannot set modification times")
 
     async def open_read(self, path: str, offset: int = 0) -> ReadStream:
-        stream, _ = await self.open_read_sized(path, offset)
+        stream, _ = await self._open_read_sized(path, offset)
         return stream
 
     async def open_read_sized(self, path: str, offset: int = 0) -> tuple[ReadStream, int]:
+        cls = type(self)
+        if cls.open_read is not FsspecPathIO.open_read or cls.stat is not FsspecPathIO.stat:
+            return await super().open_read_sized(path, offset)  # honour a subclass's changes
+        return await self._open_read_sized(path, offset)
+
+    async def _open_read_sized(self, path: str, offset: int) -> tuple[ReadStream, int]:
         entry = await self.stat(path)
         if entry.is_dir:
             raise IsADirectoryError(errno.EISDIR, "Is a directory")
