@@ -578,7 +578,15 @@ class Connection:
                     # outcome its last reply (150) and the storage can agree on.
                     raise FtpError(426, "Transfer aborted: control connection closed before commit")
             if finish is not None:
-                outside = await self._commit(finish)
+                # From here on ABOR and the session's end wait for the transfer instead of
+                # cancelling it: a cancelled await would not stop storage from finishing
+                # the commit, and the reply would say 426 about a file that was replaced.
+                self._committing = True
+                try:
+                    await self.storage(finish())
+                finally:
+                    self._ending = True
+                    self._committing = False
             ok = True
         except asyncio.CancelledError as exc:
             reply = reply_for_exception(TransferAborted())
@@ -588,17 +596,17 @@ class Connection:
         except Exception as exc:
             reply = reply_for_exception(exc)
             log.warning("session %d: %s %s failed: %r", self.id, verb, path, exc)
-        # Cleanup runs on every path: an aborted upload must never stay half-written. A
-        # cancel arriving now (the client leaving just as the transfer ended) must not skip
-        # the cleanup or the report: each step runs to its end.
+        # Cleanup runs on every path: an aborted upload must never stay half-written. The
+        # outcome is decided: ABOR and the session's end now wait rather than cancel, and
+        # a cancel from elsewhere skips neither a step nor the report.
         self._ending = True
         if sock is not None:
             sock.close()
         if not ok and fail is not None:
-            outside = await self._settle(self.storage(fail()), outside)
+            outside = await self._step(self.storage(fail()), outside)
         if release is not None:
-            outside = await self._settle(release(), outside)
-        outside = await self._settle(self.reply(reply), outside)
+            outside = await self._step(release(), outside)
+        outside = await self._step(self.reply(reply), outside)
         events = self.server.events
         if events.observers:
             events.emit(TransferFinished(
@@ -611,33 +619,17 @@ class Connection:
         if outside is not None:
             raise outside
 
-    async def _commit(self, finish: Callable[[], Awaitable[None]]) -> asyncio.CancelledError | None:
-        """Commit an upload to its end, even if ABOR or the client's leaving cancels this
-        task meanwhile: cancelling the await would not stop storage from finishing the
-        commit, and the reply would say 426 about a file that was replaced. Raises what
-        the commit raised; returns a cancel that is not ours, to be re-raised."""
-        self._committing = True
+    async def _step(self, awaitable: Awaitable[object],
+                    outside: asyncio.CancelledError | None) -> asyncio.CancelledError | None:
+        """One cleanup step; its failure is dropped (the transfer's reply is decided).
+        Returns ``outside`` or a cancel that is not ours, to be re-raised at the end.
+        Awaited directly, not in a task of its own: nothing of ours cancels now."""
         try:
-            commit = asyncio.ensure_future(self.storage(finish()))
-            outside = await self._settle(commit, None, check=False)
-        finally:
-            self._committing = False
-        commit.result()
-        return outside
-
-    async def _settle(self, awaitable: Awaitable[object], outside: asyncio.CancelledError | None, *,
-                      check: bool = True) -> asyncio.CancelledError | None:
-        """Await ``awaitable`` to its end through any cancel of this task; errors of the
-        step are dropped when ``check`` (cleanup steps). Returns ``outside`` or the first
-        cancel that is not ours."""
-        step = asyncio.ensure_future(awaitable)
-        while not step.done():
-            try:
-                await asyncio.wait([step])
-            except asyncio.CancelledError as exc:
-                outside = outside or self._own_cancel(exc)
-        if check and not step.cancelled():
-            step.exception()  # retrieved: a failed cleanup step is not worth a warning
+            await awaitable
+        except asyncio.CancelledError as exc:
+            return outside or self._own_cancel(exc)
+        except Exception:
+            pass
         return outside
 
     def _own_cancel(self, exc: asyncio.CancelledError) -> asyncio.CancelledError | None:
@@ -696,7 +688,8 @@ class Connection:
         task = self.transfer
         if task is not None and not task.done():
             self._abort_requested = True
-            task.cancel()
+            if not (self._committing or self._ending):
+                task.cancel()  # else too late: the transfer has its outcome (see _transfer)
             with contextlib.suppress(BaseException):
                 await task
         self._release()
