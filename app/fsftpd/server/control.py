@@ -191,7 +191,7 @@ class ControlChannel(asyncio.Protocol):
             return True
         sock = transport.get_extra_info("socket")
         fd = sock.fileno() if sock is not None else -1
-        if fd < 0:
+        if fd < 0 or not hasattr(select, "poll"):
             return False
         poller = select.poll()
         # POLLRDHUP (Linux): the peer shut its sending side down, even with bytes still
