@@ -49,6 +49,14 @@ class CommandDone:
 
 @dataclass(frozen=True, slots=True)
 class TransferFinished:
+    """The end of a transfer (download, upload or listing): exactly one per transfer,
+    whatever ended it (success, error, ABOR, the client vanishing, shutdown), emitted with
+    its log line. ``bytes`` is what really crossed the data connection: the bytes sent of an
+    aborted download, the bytes received of a discarded upload. It equals the sum of the
+    transfer's :class:`TransferProgress` events. ``ok`` is True exactly when ``code`` is
+    the 2xx final reply; then storage holds the whole upload (``426``/``451``: the target
+    is as it was)."""
+
     session_id: int
     user: str | None
     verb: str  # RETR, STOR, APPE, STOU, LIST, NLST, MLSD
@@ -62,7 +70,12 @@ class TransferFinished:
 
 @dataclass(frozen=True, slots=True)
 class TransferProgress:
-    """Bytes moved on a running transfer (emitted per block, for live metrics)."""
+    """Bytes moved on a running transfer, for live byte counters: one event per send or
+    receive call that moved bytes (on a throttled transfer at most one throttle chunk,
+    about 0.1 s of its rate, apart; a listing reports its bytes once, at its end).
+    Invariant: the ``bytes`` of a transfer's progress events add up to the ``bytes`` of its
+    one :class:`TransferFinished` event, so a counter fed by progress and one fed by
+    finished transfers agree once the transfer is over."""
 
     user: str | None
     direction: str
