@@ -8,6 +8,8 @@ The engine's public API::
 """
 
 from .auth.users import Permission, User, UserManager
+from .protocol.commands import COMMANDS as _COMMANDS
+from .server import events
 from .server.config import ServerConfig
 from .server.server import Server
 from .server.workers import run_workers
@@ -24,8 +26,12 @@ from .storage import (
 
 __version__ = "0.1.0"
 
+#: every command verb the server knows (a metrics label is one of these or "other")
+COMMAND_VERBS: frozenset[str] = frozenset(_COMMANDS)
+
 
 __all__ = [
+    "COMMAND_VERBS",
     "AbstractPathIO",
     "AsyncPathIO",
     "FsspecPathIO",
@@ -39,6 +45,7 @@ __all__ = [
     "User",
     "UserManager",
     "__version__",
+    "events",
     "open_home",
     "run_workers",
 ]

@@ -9,21 +9,23 @@ import contextlib
 import itertools
 import logging
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from ..auth.users import User, UserManager
 from ..protocol.replies import Reply
 from ..storage.base import AbstractPathIO, StorageContext
-from ..storage.factory import PathIOFactory, adapt_factory, open_home
+from ..storage.factory import PathIOFactory, adapt_factory, open_home, scheme_of
+from ..storage.timed import TimedPathIO
 from ..transfer.copy import Deadlines
+from ..transfer.data import dynamic_port_count
 from ..transfer.throttle import TokenBucket
 from . import handlers  # noqa: F401  (registers the command handlers)
 from .config import ServerConfig
 from .connection import Connection
 from .control import ControlChannel
-from .events import ConnectionRefused, EventBus
+from .events import ConnectionRefused, EventBus, StorageOperation
 
 if TYPE_CHECKING:
     from .shared import SharedLimits, WorkerSlot
@@ -180,6 +182,25 @@ class Server:
         return host, port
 
     @property
+    def listening(self) -> bool:
+        """True from the moment :meth:`start` listens until :meth:`close` begins."""
+        return bool(self._servers) and not self._closing
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`close` has begun (new connections are refused)."""
+        return self._closing
+
+    def passive_ports(self) -> tuple[int, int]:
+        """(in use, available) passive ports of this process: listeners opened by PASV/EPSV
+        and not yet connected, and the rest of ``passive_ports`` (without a range: of the
+        operating system's dynamic port range). Counted when asked, not kept up to date."""
+        in_use = sum(1 for conn in self.connections if conn.passive is not None)
+        ports = self.config.passive_ports
+        total = len(ports) if ports else dynamic_port_count()
+        return in_use, max(0, total - in_use)
+
+    @property
     def sockets(self) -> list[socket.socket]:
         return [s for srv in self._servers for s in srv.sockets]
 
@@ -319,11 +340,21 @@ class Server:
         if io is None:
             options = {**self.config.storage_options, **user.storage_options}
             io = self.path_io_factory(user.base_path, storage_options=options, context=self.storage_context)
+            if self.events.storage_observers:
+                io = TimedPathIO(io, self._storage_recorder(scheme_of(user.base_path)))
             self._path_ios[id(user)] = io
         if id(user) not in self._ready_roots:
             await io.ensure_root()
             self._ready_roots.add(id(user))
         return io
+
+    def _storage_recorder(self, backend: str) -> Callable[[str, float, str | None], None]:
+        emit = self.events.emit_storage
+
+        def record(operation: str, seconds: float, error: str | None) -> None:
+            emit(StorageOperation(backend, operation, seconds, error))
+
+        return record
 
     def ready_path_io(self, user: User) -> AbstractPathIO | None:
         """``user``'s storage if :meth:`path_io_for` has already made it ready, else None."""
