@@ -1,0 +1,1 @@
+"""The container appliance: settings, users, logging, metrics and health around the engine."""
