@@ -36,4 +36,5 @@ echo "== pytest"
 # The appliance runs on uvloop, whose transports differ from asyncio's: run the real-client
 # server tests a second time with every test server on uvloop.
 echo "== pytest, servers on uvloop"
-FSFTPD_TEST_LOOP=uvloop .venv/bin/pytest -p no:cacheprovider "$@" tests/server tests/s3/test_s3_ftp.py
+FSFTPD_TEST_LOOP=uvloop .venv/bin/pytest -p no:cacheprovider "$@" tests/server tests/s3/test_s3_ftp.py \
+    tests/appliance/test_metrics.py tests/appliance/test_metrics_health.py
