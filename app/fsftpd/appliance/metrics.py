@@ -239,36 +239,61 @@ class MetricsObserver:
     def _refused(self, event: ev.ConnectionRefused) -> None:
         self._child(self.refused, event.reason).inc()
 
-    def _count_command(self, verb: str, code: int) -> None:
+    # The handlers below run for every command, transfer and storage call: each caches
+    # the children it updates under one key of the event's raw values (all bounded: verbs
+    # are normalised first, users are configured ones, codes and operations are the
+    # engine's), so an event costs one dict lookup plus the increments.
+    def _command_child(self, verb: str, code: int) -> Any:
+        if verb not in self._verbs:
+            verb = "other"  # a client can type anything: never a label, never a cache key
         key = ("cmd", verb, code)
         child = self._children.get(key)
         if child is None:
-            label = verb if verb in self._verbs else "other"
-            child = self._children[key] = self._child(self.commands, label, f"{code // 100}xx")
-        child.inc()
+            child = self._children[key] = self._child(self.commands, verb, f"{code // 100}xx")
+        return child
 
     def _command(self, event: ev.CommandDone) -> None:
-        self._count_command(event.verb, event.code)
+        self._command_child(event.verb, event.code).inc()
 
     def _progress(self, event: ev.TransferProgress) -> None:
-        metric = self.sent if event.direction == "download" else self.received
-        self._user(metric, event.user or UNKNOWN_USER).inc(event.bytes)
+        key = ("progress", event.user, event.direction)
+        child = self._children.get(key)
+        if child is None:
+            metric = self.sent if event.direction == "download" else self.received
+            child = self._children[key] = self._user(metric, event.user or UNKNOWN_USER)
+        child.inc(event.bytes)
 
     def _transfer(self, event: ev.TransferFinished) -> None:
-        # A transfer's command (RETR, STOR, LIST...) is answered by the transfer itself.
-        self._count_command(event.verb, event.code)
-        user = event.user or UNKNOWN_USER
-        result = "ok" if event.ok else ("aborted" if event.code == 426 else "failed")
-        self._user(self.transfers, user, event.direction, result).inc()
-        self._user(self.transfer_seconds, user, event.direction).observe(event.duration)
+        key = ("transfer", event.verb, event.code, event.user, event.direction, event.ok)
+        children = self._children.get(key)
+        if children is None:
+            user = event.user or UNKNOWN_USER
+            result = "ok" if event.ok else ("aborted" if event.code == 426 else "failed")
+            children = self._children[key] = (
+                # A transfer's command (RETR, STOR, LIST...) is answered by the transfer itself.
+                self._command_child(event.verb, event.code),
+                self._user(self.transfers, user, event.direction, result),
+                self._user(self.transfer_seconds, user, event.direction),
+            )
+        command, transfers, seconds = children
+        command.inc()
+        transfers.inc()
+        seconds.observe(event.duration)
 
     def _throttled(self, event: ev.ThrottleWait) -> None:
         self._user(self.throttle_seconds, event.user or UNKNOWN_USER, event.direction).inc(event.seconds)
 
     def _storage(self, event: ev.StorageOperation) -> None:
-        self._child(self.storage_seconds, event.backend, event.operation).observe(event.duration)
+        key = ("storage", event.backend, event.operation)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self._child(self.storage_seconds, event.backend, event.operation),
+                self._child(self.storage_errors, event.backend, event.operation),
+            )
+        children[0].observe(event.duration)
         if event.error is not None:
-            self._child(self.storage_errors, event.backend, event.operation).inc()
+            children[1].inc()
 
 
 def scrape_registry(observer_registry: CollectorRegistry | None, event_loop: str) -> CollectorRegistry:

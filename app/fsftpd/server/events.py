@@ -1,5 +1,9 @@
 """Events the engine emits; observers (metrics, logs) subscribe. The engine never imports
-Prometheus: it only calls the observers registered on the server."""
+Prometheus: it only calls the observers registered on the server.
+
+Events are slotted dataclasses but not frozen: a frozen dataclass costs about four times as
+much to build (every field goes through ``object.__setattr__``), and a few are built for
+every command and transfer while anyone observes. Observers must treat them as read-only."""
 
 from __future__ import annotations
 
@@ -10,13 +14,13 @@ from dataclasses import dataclass
 log = logging.getLogger("fsftpd.events")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionStarted:
     session_id: int
     peer: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionEnded:
     session_id: int
     peer: str
@@ -24,7 +28,7 @@ class SessionEnded:
     duration: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoginAttempt:
     session_id: int
     peer: str
@@ -32,13 +36,13 @@ class LoginAttempt:
     success: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConnectionRefused:
     peer: str
     reason: str  # "server-limit", "ip-limit", "user-limit"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CommandDone:
     session_id: int
     user: str | None
@@ -47,7 +51,7 @@ class CommandDone:
     duration: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TransferFinished:
     session_id: int
     user: str | None
@@ -60,7 +64,7 @@ class TransferFinished:
     code: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TransferProgress:
     """Bytes moved on a running transfer (emitted per block, for live metrics)."""
 
@@ -69,7 +73,7 @@ class TransferProgress:
     bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ThrottleWait:
     """A transfer slept ``seconds`` to keep to a speed limit (emitted per sleep)."""
 
@@ -78,7 +82,7 @@ class ThrottleWait:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StorageOperation:
     """One path-IO call, timed. Sent only to observers subscribed with ``storage=True``
     (the path-IOs are wrapped for timing only then)."""
