@@ -33,7 +33,7 @@ def workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, int, i
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("READY"), line
-        _, ftp_port, metrics_port, _directory = line.split()
+        _, ftp_port, metrics_port = line.split()
         yield proc, int(ftp_port), int(metrics_port), base
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -22,6 +22,9 @@ import contextlib
 import gzip
 import logging
 import os
+import shutil
+import socket
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -249,3 +252,63 @@ async def install(server: fsftpd.Server, *, host: str | Sequence[str] | None = N
         raise
     log.info("metrics and health on port %d (pid %d)", endpoint.port, os.getpid())
     return Installed(observer, heartbeat, probes, health, endpoint, registry)
+
+
+class SidecarPlan:
+    """The sidecar of a whole appliance process, made in the parent before it serves:
+    :meth:`setup` is the per-worker setup callback (``setup(server, worker_index)``, the
+    runner's seam), :meth:`close` cleans up after serving.
+
+    With ``workers`` > 1 the plan makes the shared metrics directory on tmpfs (before the
+    workers are forked) and every worker listens on the same port with ``SO_REUSEPORT``;
+    port 0 then means one free port chosen here and held (bound, not listening) until
+    :meth:`close`, so that all workers share it. Raises OSError when the port cannot be
+    bound (in use, or an address that is not this machine's)."""
+
+    def __init__(self, *, host: str | Sequence[str] | None, port: int, per_user: bool = True,
+                 workers: int = 1, lifecycle: Callable[[], str] | None = None) -> None:
+        self.host = host
+        self.per_user = per_user
+        self.workers = workers
+        self.lifecycle = lifecycle
+        self.directory: str | None = None
+        self._placeholder: socket.socket | None = None
+        self.port = port
+        hosts = [host] if host is None or isinstance(host, str) else list(host)
+        first = hosts[0] if hosts else None
+        if workers > 1:
+            self._placeholder = _reserve(first, port)
+            self.port = self._placeholder.getsockname()[1]
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+            self.directory = tempfile.mkdtemp(prefix="fsftpd-metrics-", dir=shm)
+        else:
+            _reserve(first, port).close()  # only a check: the worker binds it for real
+
+    async def setup(self, server: fsftpd.Server, worker_index: int) -> Installed:
+        return await install(server, host=self.host, port=self.port, per_user=self.per_user,
+                             lifecycle=self.lifecycle, multiprocess_dir=self.directory,
+                             reuse_port=self.directory is not None)
+
+    def close(self) -> None:
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+
+def _reserve(host: str | None, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` with SO_REUSEPORT (so workers can bind it too)."""
+    family, _, _, _, address = socket.getaddrinfo(host or "0.0.0.0", port, type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
