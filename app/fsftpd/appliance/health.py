@@ -26,8 +26,8 @@ import fsftpd
 
 #: the event loop counts as blocked when its heartbeat is older than this (seconds)
 BLOCKED_AFTER = 5.0
-#: how often the loop beats (and the sampled gauges are refreshed), seconds
-BEAT_INTERVAL = 1.0
+#: how often the loop beats (and the metrics are flushed and gauges sampled), seconds
+BEAT_INTERVAL = 0.5
 #: how long a storage probe's result is reused, seconds
 PROBE_TTL = 5.0
 #: how long a storage probe may take before the backend counts as unreachable, seconds

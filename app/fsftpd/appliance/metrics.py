@@ -21,6 +21,7 @@ docs/metrics.md lists every metric; a test checks that list against a real scrap
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import glob
 import os
@@ -113,10 +114,11 @@ def event_loop_name(loop: object) -> str:
 
 
 class MetricsObserver:
-    """The metrics of ``server``. Subscribe it with storage timing::
+    """The metrics of ``server``. Subscribe it, and set it as the storage timer::
 
         observer = MetricsObserver(server, per_user=True)
-        server.events.subscribe(observer, storage=True)
+        server.events.subscribe(observer)
+        server.events.storage_timer = observer.time_storage
 
     ``registry``: where the metrics are registered (single process); None with
     multiprocess mode enabled (the files are the registry then)."""
@@ -171,6 +173,12 @@ class MetricsObserver:
         self._sessions: dict[int, str] = {}
         # label tuples -> children, so the hot path does no label validation
         self._children: dict[tuple[Any, ...], Any] = {}
+        # What the frequent events (commands, transfers, progress, storage calls) add is
+        # kept here and handed to prometheus-client by flush(), twice a second: an event
+        # then costs a dict update instead of locked (or, with workers, memory-mapped)
+        # prometheus updates. child -> amount; histogram child -> [sum, count per bucket].
+        self._pending: dict[Any, float] = {}
+        self._observed: dict[Any, list[float]] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.SessionEnded: self._session_ended,
             ev.LoginAttempt: self._login,
@@ -179,7 +187,6 @@ class MetricsObserver:
             ev.TransferProgress: self._progress,
             ev.TransferFinished: self._transfer,
             ev.ThrottleWait: self._throttled,
-            ev.StorageOperation: self._storage,
         }
         self._verbs = fsftpd.COMMAND_VERBS
 
@@ -190,11 +197,23 @@ class MetricsObserver:
             handler(event)
 
     def sample(self) -> None:
-        """Set the gauges the engine can answer at any time (called once a second)."""
+        """Hand the pending amounts to prometheus-client and set the gauges the engine can
+        answer at any time (the heartbeat calls it, on the server's loop)."""
+        self.flush()
         self.connections.set(self.server.connection_count)
         in_use, available = self.server.passive_ports()
         self.passive_in_use.set(in_use)
         self.passive_available.set(available)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for child, amount in pending.items():
+            child.inc(amount)
+        for child, acc in self._observed.items():
+            if acc[0] or any(acc[1:]):
+                _add_observations(child, acc)
+                for i in range(len(acc)):
+                    acc[i] = 0.0
 
     # -- helpers -----------------------------------------------------------------------
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -208,6 +227,13 @@ class MetricsObserver:
         if self.per_user:
             return self._child(metric, user, *labels)
         return self._child(metric, *labels)
+
+    def _observe(self, child: Any, value: float) -> None:
+        acc = self._observed.get(child)
+        if acc is None:
+            acc = self._observed[child] = [0.0] * (len(child._upper_bounds) + 1)
+        acc[0] += value
+        acc[bisect.bisect_left(child._upper_bounds, value) + 1] += 1
 
     def user_label(self, typed: str | None) -> str:
         """The label for a name a client typed: its configured user's name, or
@@ -253,7 +279,9 @@ class MetricsObserver:
         return child
 
     def _command(self, event: ev.CommandDone) -> None:
-        self._command_child(event.verb, event.code).inc()
+        child = self._command_child(event.verb, event.code)
+        pending = self._pending
+        pending[child] = pending.get(child, 0) + 1
 
     def _progress(self, event: ev.TransferProgress) -> None:
         key = ("progress", event.user, event.direction)
@@ -261,7 +289,8 @@ class MetricsObserver:
         if child is None:
             metric = self.sent if event.direction == "download" else self.received
             child = self._children[key] = self._user(metric, event.user or UNKNOWN_USER)
-        child.inc(event.bytes)
+        pending = self._pending
+        pending[child] = pending.get(child, 0) + event.bytes
 
     def _transfer(self, event: ev.TransferFinished) -> None:
         key = ("transfer", event.verb, event.code, event.user, event.direction, event.ok)
@@ -276,24 +305,39 @@ class MetricsObserver:
                 self._user(self.transfer_seconds, user, event.direction),
             )
         command, transfers, seconds = children
-        command.inc()
-        transfers.inc()
-        seconds.observe(event.duration)
+        pending = self._pending
+        pending[command] = pending.get(command, 0) + 1
+        pending[transfers] = pending.get(transfers, 0) + 1
+        self._observe(seconds, event.duration)
 
     def _throttled(self, event: ev.ThrottleWait) -> None:
-        self._user(self.throttle_seconds, event.user or UNKNOWN_USER, event.direction).inc(event.seconds)
+        child = self._user(self.throttle_seconds, event.user or UNKNOWN_USER, event.direction)
+        pending = self._pending
+        pending[child] = pending.get(child, 0) + event.seconds
 
-    def _storage(self, event: ev.StorageOperation) -> None:
-        key = ("storage", event.backend, event.operation)
+    def time_storage(self, backend: str, operation: str, seconds: float, error: str | None) -> None:
+        """The server's storage timer (``server.events.storage_timer``)."""
+        key = ("storage", backend, operation)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                self._child(self.storage_seconds, event.backend, event.operation),
-                self._child(self.storage_errors, event.backend, event.operation),
+                self._child(self.storage_seconds, backend, operation),
+                self._child(self.storage_errors, backend, operation),
             )
-        children[0].observe(event.duration)
-        if event.error is not None:
-            children[1].inc()
+        self._observe(children[0], seconds)
+        if error is not None:
+            pending = self._pending
+            pending[children[1]] = pending.get(children[1], 0) + 1
+
+
+def _add_observations(child: Any, acc: list[float]) -> None:
+    """Add ``acc`` ([sum, count per bucket]) to a histogram child at once. prometheus-client
+    has no public call for this: it uses the child's ``_sum`` and ``_buckets`` values (the
+    ones ``Histogram.observe`` updates), checked by the tests' histogram counts."""
+    child._sum.inc(acc[0])
+    for bucket, count in zip(child._buckets, acc[1:], strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def scrape_registry(observer_registry: CollectorRegistry | None, event_loop: str) -> CollectorRegistry:

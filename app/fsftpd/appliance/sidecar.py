@@ -41,6 +41,8 @@ from .health import Health, Heartbeat, StorageProbes
 log = logging.getLogger("fsftpd.sidecar")
 
 REQUEST_TIMEOUT = 10.0
+#: how long a scrape waits for the server's loop to hand over its pending sums (seconds)
+FLUSH_WAIT = 1.0
 MAX_CLIENTS = 64
 MAX_HEAD = 16 * 1024
 
@@ -225,14 +227,23 @@ async def install(server: fsftpd.Server, *, host: str | Sequence[str] | None = N
         metrics.enable_multiprocess(multiprocess_dir)
     registry = CollectorRegistry(auto_describe=False)
     observer = metrics.MetricsObserver(server, per_user=per_user, registry=registry)
-    server.events.subscribe(observer, storage=True)
+    server.events.subscribe(observer)
+    server.events.storage_timer = observer.time_storage
     heartbeat = Heartbeat(loop, on_tick=observer.sample, directory=multiprocess_dir)
     heartbeat.start()
     probes = StorageProbes(server)
     health = Health(server, loop, heartbeat, probes, lifecycle=lifecycle, directory=multiprocess_dir)
     scrape = metrics.scrape_registry(registry, metrics.event_loop_name(loop))
 
+    async def flush() -> None:
+        observer.flush()
+
     async def metrics_route(headers: dict[str, str]) -> Response:
+        # This process's pending sums first (on the server's loop, which owns them), so a
+        # scrape is up to date; a blocked loop gets a second, then the scrape goes ahead.
+        done = asyncio.run_coroutine_threadsafe(flush(), loop)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.wrap_future(done), FLUSH_WAIT)
         return metrics_response(scrape, headers)
 
     async def healthz(headers: dict[str, str]) -> Response:

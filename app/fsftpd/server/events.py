@@ -82,53 +82,40 @@ class ThrottleWait:
     seconds: float
 
 
-@dataclass(slots=True)
-class StorageOperation:
-    """One path-IO call, timed. Sent only to observers subscribed with ``storage=True``
-    (the path-IOs are wrapped for timing only then)."""
-
-    backend: str  # the home's URL scheme: "file", "memory", "s3", ...
-    operation: str  # the path-IO method: "stat", "list", "open_read", "read", "commit", ...
-    duration: float
-    #: None, or the exception's class name when the call failed for a reason that is not
-    #: the client's (a missing file, an existing name or a permission is not an error)
-    error: str | None
-
-
 Event = (
     SessionStarted | SessionEnded | LoginAttempt | ConnectionRefused | CommandDone
-    | TransferFinished | TransferProgress | ThrottleWait | StorageOperation
+    | TransferFinished | TransferProgress | ThrottleWait
 )
 Observer = Callable[[Event], None]
+#: ``timer(backend, operation, seconds, error)``: told of every storage call (see
+#: :attr:`EventBus.storage_timer`)
+StorageTimer = Callable[[str, str, float, "str | None"], None]
 
 
 class EventBus:
-    """The server's observers. Emitting sites check ``observers`` (or
-    ``storage_observers``) first, so a server nobody observes builds no event at all."""
+    """The server's observers. Emitting sites check ``observers`` first, so a server
+    nobody observes builds no event at all.
+
+    ``storage_timer``, if set, is called as ``timer(backend, operation, seconds, error)``
+    after every storage (path-IO) call: ``backend`` is the home's URL scheme ("file",
+    "memory", "s3"...), ``operation`` the call ("stat", "list" (one page), "open_read",
+    "read", "commit"...), ``error`` None or the exception's class name when the call
+    failed for a reason that is not the client's (see :mod:`fsftpd.storage.timed`). It is a
+    plain call rather than an event because it runs for every storage call; it applies
+    to the homes opened after it is set, so set it before the server starts. None (the
+    default): storage calls are not timed at all."""
 
     def __init__(self) -> None:
         self.observers: list[Observer] = []
-        #: the observers that also want a :class:`StorageOperation` per path-IO call
-        self.storage_observers: list[Observer] = []
+        self.storage_timer: StorageTimer | None = None
 
-    def subscribe(self, observer: Observer, *, storage: bool = False) -> None:
-        """Call ``observer(event)`` for every event. ``storage=True`` adds the timing of
-        every storage call; it applies to the path-IOs made after subscribing (subscribe
-        before the server starts)."""
+    def subscribe(self, observer: Observer) -> None:
+        """Call ``observer(event)`` for every event."""
         self.observers.append(observer)
-        if storage:
-            self.storage_observers.append(observer)
 
     def emit(self, event: Event) -> None:
         for observer in self.observers:
             try:
                 observer(event)
             except Exception:  # an observer must never break a session
-                log.exception("event observer failed on %r", event)
-
-    def emit_storage(self, event: StorageOperation) -> None:
-        for observer in self.storage_observers:
-            try:
-                observer(event)
-            except Exception:
                 log.exception("event observer failed on %r", event)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from . import handlers  # noqa: F401  (registers the command handlers)
 from .config import ServerConfig
 from .connection import Connection
 from .control import ControlChannel
-from .events import ConnectionRefused, EventBus, StorageOperation
+from .events import ConnectionRefused, EventBus
 
 if TYPE_CHECKING:
     from .shared import SharedLimits, WorkerSlot
@@ -340,21 +341,14 @@ class Server:
         if io is None:
             options = {**self.config.storage_options, **user.storage_options}
             io = self.path_io_factory(user.base_path, storage_options=options, context=self.storage_context)
-            if self.events.storage_observers:
-                io = TimedPathIO(io, self._storage_recorder(scheme_of(user.base_path)))
+            timer = self.events.storage_timer
+            if timer is not None:
+                io = TimedPathIO(io, functools.partial(timer, scheme_of(user.base_path)))
             self._path_ios[id(user)] = io
         if id(user) not in self._ready_roots:
             await io.ensure_root()
             self._ready_roots.add(id(user))
         return io
-
-    def _storage_recorder(self, backend: str) -> Callable[[str, float, str | None], None]:
-        emit = self.events.emit_storage
-
-        def record(operation: str, seconds: float, error: str | None) -> None:
-            emit(StorageOperation(backend, operation, seconds, error))
-
-        return record
 
     def ready_path_io(self, user: User) -> AbstractPathIO | None:
         """``user``'s storage if :meth:`path_io_for` has already made it ready, else None."""

@@ -1,11 +1,11 @@
 """A path-IO wrapper that times every storage call and reports it (for metrics).
 
-The server wraps a home's path-IO in :class:`TimedPathIO` only when an observer asked for
-storage timing (``server.events.subscribe(observer, storage=True)``), so an unobserved
-server pays nothing. Each call reports ``(operation, seconds, error)`` to ``record``:
-``error`` is None on success and for the outcomes a client causes (a missing file, an
-existing name, a file where a directory is expected, a permission), else the exception's
-class name. A cancelled call (ABOR, a timeout, shutdown) is not reported.
+The server wraps a home's path-IO in :class:`TimedPathIO` only when a storage timer is set
+(``server.events.storage_timer``), so a server without one pays nothing. Each call reports
+``(operation, seconds, error)`` to ``record``: ``error`` is None on success and for the
+outcomes a client causes (a missing file, an existing name, a file where a directory is
+expected, a permission), else the exception's class name. A cancelled call (ABOR, a
+timeout, shutdown) is not reported.
 
 Invariant: the wrapper changes no behaviour; every result and exception passes through
 unchanged, and unknown attributes are looked up on the wrapped path-IO.
@@ -21,6 +21,7 @@ from ..protocol.listing import Entry, StatRenderer
 from .base import AbstractPathIO, EntryBatch, ReadStream, WriteStream
 
 T = TypeVar("T")
+_clock = time.perf_counter
 
 #: ``record(operation, seconds, error)``
 Record = Callable[[str, float, str | None], None]
@@ -30,16 +31,16 @@ EXPECTED = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectory
 
 
 async def _timed(record: Record, operation: str, awaitable: Awaitable[T]) -> T:
-    started = time.perf_counter()
+    started = _clock()
     try:
         result = await awaitable
     except EXPECTED:
-        record(operation, time.perf_counter() - started, None)
+        record(operation, _clock() - started, None)
         raise
     except Exception as exc:
-        record(operation, time.perf_counter() - started, type(exc).__name__)
+        record(operation, _clock() - started, type(exc).__name__)
         raise
-    record(operation, time.perf_counter() - started, None)
+    record(operation, _clock() - started, None)
     return result
 
 
