@@ -66,7 +66,7 @@ def test_byte_counters_equal_bytes_moved(tmp_path: Path) -> None:
         assert value(s, "fsftpd_storage_operation_duration_seconds_count", backend="file",
                      operation="open_write") == 6
         assert value(s, "fsftpd_storage_operation_duration_seconds_count", backend="file",
-                     operation="commit") == 6
+                     operation="open_read") == 6
 
 
 def test_active_sessions_and_connections(tmp_path: Path) -> None:

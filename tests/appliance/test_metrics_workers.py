@@ -84,7 +84,7 @@ def test_one_scrape_sums_both_workers(workers: tuple[subprocess.Popen[str], int,
                      result="ok") == len(sessions)
         assert value(s, "fsftpd_passive_ports_available") == 10
         assert value(s, "fsftpd_storage_operation_duration_seconds_count", backend="file",
-                     operation="commit") == len(sessions)
+                     operation="open_write") == len(sessions)
     loops = {dict(labels)["event_loop"].split()[0] for name, labels in s if name == "fsftpd_server_info"}
     assert loops <= {"uvloop", "asyncio"} and loops
     assert http_get(metrics_port, "/healthz")[0] == 200

@@ -179,6 +179,10 @@ class MetricsObserver:
         # prometheus updates. child -> amount; histogram child -> [sum, count per bucket].
         self._pending: dict[Any, float] = {}
         self._observed: dict[Any, list[float]] = {}
+        self._commands: dict[tuple[str, int], Any] = {}
+        self._moved: dict[tuple[str | None, str], Any] = {}
+        self._transfers: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._storage: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.SessionEnded: self._session_ended,
             ev.LoginAttempt: self._login,
@@ -228,13 +232,6 @@ class MetricsObserver:
             return self._child(metric, user, *labels)
         return self._child(metric, *labels)
 
-    def _observe(self, child: Any, value: float) -> None:
-        acc = self._observed.get(child)
-        if acc is None:
-            acc = self._observed[child] = [0.0] * (len(child._upper_bounds) + 1)
-        acc[0] += value
-        acc[bisect.bisect_left(child._upper_bounds, value) + 1] += 1
-
     def user_label(self, typed: str | None) -> str:
         """The label for a name a client typed: its configured user's name, or
         :data:`UNKNOWN_USER`."""
@@ -266,68 +263,78 @@ class MetricsObserver:
         self._child(self.refused, event.reason).inc()
 
     # The handlers below run for every command, transfer and storage call: each caches
-    # the children it updates under one key of the event's raw values (all bounded: verbs
-    # are normalised first, users are configured ones, codes and operations are the
-    # engine's), so an event costs one dict lookup plus the increments.
-    def _command_child(self, verb: str, code: int) -> Any:
-        if verb not in self._verbs:
-            verb = "other"  # a client can type anything: never a label, never a cache key
-        key = ("cmd", verb, code)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._child(self.commands, verb, f"{code // 100}xx")
+    # the children it updates under a key of the event's raw values and only adds to
+    # dicts (see flush). Every key is bounded: unknown verbs are never cached under the
+    # verb typed, users are configured ones, codes and operations are the engine's.
+    def _new_command(self, verb: str, code: int) -> Any:
+        known = verb in self._verbs
+        child = self._child(self.commands, verb if known else "other", f"{code // 100}xx")
+        if known:
+            self._commands[(verb, code)] = child
         return child
 
     def _command(self, event: ev.CommandDone) -> None:
-        child = self._command_child(event.verb, event.code)
+        child = self._commands.get((event.verb, event.code))
+        if child is None:
+            child = self._new_command(event.verb, event.code)
         pending = self._pending
         pending[child] = pending.get(child, 0) + 1
 
     def _progress(self, event: ev.TransferProgress) -> None:
-        key = ("progress", event.user, event.direction)
-        child = self._children.get(key)
+        child = self._moved.get((event.user, event.direction))
         if child is None:
             metric = self.sent if event.direction == "download" else self.received
-            child = self._children[key] = self._user(metric, event.user or UNKNOWN_USER)
+            child = self._user(metric, event.user or UNKNOWN_USER)
+            self._moved[(event.user, event.direction)] = child
         pending = self._pending
         pending[child] = pending.get(child, 0) + event.bytes
 
     def _transfer(self, event: ev.TransferFinished) -> None:
-        key = ("transfer", event.verb, event.code, event.user, event.direction, event.ok)
-        children = self._children.get(key)
+        key = (event.verb, event.code, event.user, event.direction, event.ok)
+        children = self._transfers.get(key)
         if children is None:
             user = event.user or UNKNOWN_USER
             result = "ok" if event.ok else ("aborted" if event.code == 426 else "failed")
-            children = self._children[key] = (
+            seconds = self._user(self.transfer_seconds, user, event.direction)
+            children = self._transfers[key] = (
                 # A transfer's command (RETR, STOR, LIST...) is answered by the transfer itself.
-                self._command_child(event.verb, event.code),
+                self._new_command(event.verb, event.code),
                 self._user(self.transfers, user, event.direction, result),
-                self._user(self.transfer_seconds, user, event.direction),
+                seconds, seconds._upper_bounds, self._accumulator(seconds),
             )
-        command, transfers, seconds = children
+        command, transfers, _, bounds, acc = children
         pending = self._pending
         pending[command] = pending.get(command, 0) + 1
         pending[transfers] = pending.get(transfers, 0) + 1
-        self._observe(seconds, event.duration)
+        acc[0] += event.duration
+        acc[bisect.bisect_left(bounds, event.duration) + 1] += 1
 
     def _throttled(self, event: ev.ThrottleWait) -> None:
         child = self._user(self.throttle_seconds, event.user or UNKNOWN_USER, event.direction)
         pending = self._pending
         pending[child] = pending.get(child, 0) + event.seconds
 
+    def _accumulator(self, histogram: Any) -> list[float]:
+        acc = self._observed.get(histogram)
+        if acc is None:
+            acc = self._observed[histogram] = [0.0] * (len(histogram._upper_bounds) + 1)
+        return acc
+
     def time_storage(self, backend: str, operation: str, seconds: float, error: str | None) -> None:
         """The server's storage timer (``server.events.storage_timer``)."""
-        key = ("storage", backend, operation)
-        children = self._children.get(key)
+        children = self._storage.get((backend, operation))
         if children is None:
-            children = self._children[key] = (
-                self._child(self.storage_seconds, backend, operation),
+            histogram = self._child(self.storage_seconds, backend, operation)
+            children = self._storage[(backend, operation)] = (
+                histogram._upper_bounds, self._accumulator(histogram),
                 self._child(self.storage_errors, backend, operation),
             )
-        self._observe(children[0], seconds)
+        bounds, acc, errors = children
+        acc[0] += seconds
+        acc[bisect.bisect_left(bounds, seconds) + 1] += 1
         if error is not None:
             pending = self._pending
-            pending[children[1]] = pending.get(children[1], 0) + 1
+            pending[errors] = pending.get(errors, 0) + 1
 
 
 def _add_observations(child: Any, acc: list[float]) -> None:

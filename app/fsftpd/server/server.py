@@ -343,7 +343,8 @@ class Server:
             io = self.path_io_factory(user.base_path, storage_options=options, context=self.storage_context)
             timer = self.events.storage_timer
             if timer is not None:
-                io = TimedPathIO(io, functools.partial(timer, scheme_of(user.base_path)))
+                backend = scheme_of(user.base_path)
+                io = TimedPathIO(io, functools.partial(timer, backend), streams=backend != "file")
             self._path_ios[id(user)] = io
         if id(user) not in self._ready_roots:
             await io.ensure_root()

@@ -109,11 +109,16 @@ class TimedWriteStream(WriteStream):
 
 
 class TimedPathIO(AbstractPathIO):
-    """``inner`` with every call timed (see the module docstring)."""
+    """``inner`` with every call timed (see the module docstring). ``streams=False``
+    leaves the read and write streams unwrapped (their read, write, commit and abort are
+    then not timed): the server does so for local disk, where a download goes by
+    sendfile, a small upload is handed over without waiting and a commit is a rename, so
+    the wrappers would cost more than the calls they time."""
 
-    def __init__(self, inner: AbstractPathIO, record: Record) -> None:
+    def __init__(self, inner: AbstractPathIO, record: Record, *, streams: bool = True) -> None:
         self.inner = inner
         self.record = record
+        self.streams = streams
         self.root = inner.root
         self.max_rename_objects = inner.max_rename_objects
 
@@ -151,16 +156,16 @@ class TimedPathIO(AbstractPathIO):
 
     async def open_read(self, path: str, offset: int = 0) -> ReadStream:
         stream = await _timed(self.record, "open_read", self.inner.open_read(path, offset))
-        return TimedReadStream(stream, self.record)
+        return TimedReadStream(stream, self.record) if self.streams else stream
 
     async def open_read_sized(self, path: str, offset: int = 0) -> tuple[ReadStream, int]:
         stream, size = await _timed(self.record, "open_read", self.inner.open_read_sized(path, offset))
-        return TimedReadStream(stream, self.record), size
+        return (TimedReadStream(stream, self.record) if self.streams else stream), size
 
     async def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> WriteStream:
         stream = await _timed(self.record, "open_write",
                               self.inner.open_write(path, offset=offset, append=append))
-        return TimedWriteStream(stream, self.record)
+        return TimedWriteStream(stream, self.record) if self.streams else stream
 
     async def exists(self, path: str) -> bool:
         return await _timed(self.record, "stat", self.inner.exists(path))
