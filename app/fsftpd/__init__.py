@@ -11,6 +11,17 @@ from .auth.users import Permission, User, UserManager
 from .protocol.commands import COMMANDS as _COMMANDS
 from .server import events
 from .server.config import ServerConfig
+from .server.events import (
+    CommandDone,
+    ConnectionRefused,
+    Event,
+    LoginAttempt,
+    SessionEnded,
+    SessionStarted,
+    ThrottleWait,
+    TransferFinished,
+    TransferProgress,
+)
 from .server.server import Server
 from .server.workers import run_workers
 from .storage import (
@@ -34,14 +45,23 @@ __all__ = [
     "COMMAND_VERBS",
     "AbstractPathIO",
     "AsyncPathIO",
+    "CommandDone",
+    "ConnectionRefused",
+    "Event",
     "FsspecPathIO",
+    "LoginAttempt",
     "MemoryPathIO",
     "PathIO",
     "Permission",
     "S3PathIO",
     "Server",
     "ServerConfig",
+    "SessionEnded",
+    "SessionStarted",
     "StorageContext",
+    "ThrottleWait",
+    "TransferFinished",
+    "TransferProgress",
     "User",
     "UserManager",
     "__version__",

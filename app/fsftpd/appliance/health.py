@@ -234,7 +234,7 @@ class Health:
 
     def _state_problem(self) -> str | None:
         state = self.lifecycle() if self.lifecycle is not None else None
-        if state == "draining" or self.server.draining:
+        if state == "draining" or self.server.closing:
             return "draining: the server is shutting down"
         if state == "starting" or not self.server.listening:
             return "starting: the FTP listener is not accepting yet"
