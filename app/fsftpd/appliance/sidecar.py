@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gzip
 import logging
 import os
@@ -84,9 +85,14 @@ class HttpEndpoint:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self._server = self.loop.run_until_complete(asyncio.start_server(
-                self._client, self.host, self.requested_port, reuse_port=self.reuse_port or None,
-                limit=MAX_HEAD, backlog=128))
+            try:
+                self._server = self.loop.run_until_complete(self._listen(self.host))
+            except OSError as exc:
+                # Every address (host None) on a machine or container without IPv6: the
+                # IPv4 ones alone, as the FTP listener does.
+                if self.host is not None or exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    raise
+                self._server = self.loop.run_until_complete(self._listen("0.0.0.0"))
         except BaseException as exc:
             self._ready.set_exception(exc)
             self.loop.close()
@@ -99,6 +105,10 @@ class HttpEndpoint:
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(self._server.wait_closed())
             self.loop.close()
+
+    async def _listen(self, host: str | Sequence[str] | None) -> asyncio.Server:
+        return await asyncio.start_server(self._client, host, self.requested_port,
+                                          reuse_port=self.reuse_port or None, limit=MAX_HEAD, backlog=128)
 
     @property
     def port(self) -> int:
@@ -227,7 +237,7 @@ async def install(server: fsftpd.Server, *, host: str | Sequence[str] | None = N
         metrics.enable_multiprocess(multiprocess_dir)
     registry = CollectorRegistry(auto_describe=False)
     observer = metrics.MetricsObserver(server, per_user=per_user, registry=registry)
-    server.events.subscribe(observer)
+    server.events.subscribe(observer.observe)
     server.events.storage_timer = observer.time_storage
     heartbeat = Heartbeat(loop, on_tick=observer.sample, directory=multiprocess_dir)
     heartbeat.start()

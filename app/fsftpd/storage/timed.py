@@ -125,8 +125,20 @@ class TimedPathIO(AbstractPathIO):
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
+    # stat, open_read_sized and open_write, the calls of nearly every command and transfer,
+    # time themselves inline: one coroutine fewer per call than going through _timed.
     async def stat(self, path: str) -> Entry:
-        return await _timed(self.record, "stat", self.inner.stat(path))
+        started = _clock()
+        try:
+            entry = await self.inner.stat(path)
+        except EXPECTED:
+            self.record("stat", _clock() - started, None)
+            raise
+        except Exception as exc:
+            self.record("stat", _clock() - started, type(exc).__name__)
+            raise
+        self.record("stat", _clock() - started, None)
+        return entry
 
     def list(self, path: str) -> AsyncIterator[Entry]:
         return self.inner.list(path)  # entry by entry: timed as list_batches pages instead
@@ -159,12 +171,29 @@ class TimedPathIO(AbstractPathIO):
         return TimedReadStream(stream, self.record) if self.streams else stream
 
     async def open_read_sized(self, path: str, offset: int = 0) -> tuple[ReadStream, int]:
-        stream, size = await _timed(self.record, "open_read", self.inner.open_read_sized(path, offset))
+        started = _clock()
+        try:
+            stream, size = await self.inner.open_read_sized(path, offset)
+        except EXPECTED:
+            self.record("open_read", _clock() - started, None)
+            raise
+        except Exception as exc:
+            self.record("open_read", _clock() - started, type(exc).__name__)
+            raise
+        self.record("open_read", _clock() - started, None)
         return (TimedReadStream(stream, self.record) if self.streams else stream), size
 
     async def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> WriteStream:
-        stream = await _timed(self.record, "open_write",
-                              self.inner.open_write(path, offset=offset, append=append))
+        started = _clock()
+        try:
+            stream = await self.inner.open_write(path, offset=offset, append=append)
+        except EXPECTED:
+            self.record("open_write", _clock() - started, None)
+            raise
+        except Exception as exc:
+            self.record("open_write", _clock() - started, type(exc).__name__)
+            raise
+        self.record("open_write", _clock() - started, None)
         return TimedWriteStream(stream, self.record) if self.streams else stream
 
     async def exists(self, path: str) -> bool:
