@@ -42,6 +42,9 @@ def test_byte_counters_equal_bytes_moved(tmp_path: Path) -> None:
                 assert ftp.retrbinary(f"RETR f{i}", out.write).startswith("226")
                 assert out.getvalue() == data
                 moved[name][1] += size
+            # Listings move bytes too, but they are not file data: not in the byte counters.
+            assert ftp.nlst()
+            ftp.retrlines("LIST", lambda line: None)
             ftp.quit()
 
         def settled() -> dict | None:
@@ -60,6 +63,7 @@ def test_byte_counters_equal_bytes_moved(tmp_path: Path) -> None:
                 assert value(s, "fsftpd_transfer_duration_seconds_count", user=name,
                              direction=direction) == count
             assert value(s, "fsftpd_sessions_total", user=name) == 1
+            assert value(s, "fsftpd_transfers_total", user=name, direction="listing", result="ok") == 2
             assert value(s, "fsftpd_logins_total", user=name, result="success") == 1
         assert value(s, "fsftpd_commands_total", command="RETR", reply_class="2xx") == 6
         assert value(s, "fsftpd_commands_total", command="STOR", reply_class="2xx") == 6

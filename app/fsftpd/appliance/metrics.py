@@ -290,6 +290,8 @@ class MetricsObserver:
     def _progress(self, event: ev.TransferProgress) -> None:
         child = self._moved.get((event.user, event.direction))
         if child is None:
+            if event.direction not in ("download", "upload"):
+                return  # a listing's bytes are not file data
             metric = self.sent if event.direction == "download" else self.received
             child = self._user(metric, event.user or UNKNOWN_USER)
             self._moved[(event.user, event.direction)] = child
