@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..protocol.listing import Entry, StatRenderer
+from ..protocol.selection import NameMatch
 from .base import AbstractPathIO, EntryBatch, ReadStream, WriteStream
 
 T = TypeVar("T")
@@ -147,8 +148,9 @@ class TimedPathIO(AbstractPathIO):
         async for batch in _timed_steps(self.record, "list", self.inner.list_batches(path)):
             yield batch
 
-    def list_text(self, path: str, renderer: StatRenderer) -> AsyncGenerator[bytes, None] | None:
-        text = self.inner.list_text(path, renderer)
+    def list_text(self, path: str, renderer: StatRenderer, *, match: NameMatch | None = None,
+                  sort_limit: int = 0) -> AsyncGenerator[bytes, None] | None:
+        text = self.inner.list_text(path, renderer, match=match, sort_limit=sort_limit)
         return None if text is None else _timed_steps(self.record, "list", text)
 
     async def mkdir(self, path: str) -> None:
