@@ -32,7 +32,7 @@ from ..transfer.copy import Deadlines
 from ..transfer.data import PassiveListener, connect_active
 from ..transfer.throttle import Throttle, TokenBucket
 from .control import ControlChannel, LineTooLong
-from .events import CommandDone, SessionEnded, SessionStarted, TransferFinished
+from .events import CommandDone, SessionEnded, SessionStarted, ThrottleWait, TransferFinished
 from .meter import TransferMeter
 
 if TYPE_CHECKING:
@@ -529,7 +529,15 @@ class Connection:
             chosen = [limits.read_bucket, read]
             if self.user is not None:
                 chosen += [server.user_buckets(self.user)[0], user_read]
-        return Throttle(chosen)
+        events = server.events
+        if not events.observers:
+            return Throttle(chosen)
+        user = self.user_name
+
+        def waited(seconds: float) -> None:
+            events.emit(ThrottleWait(user, direction, seconds))
+
+        return Throttle(chosen, on_wait=waited)
 
     def start_transfer(
         self,

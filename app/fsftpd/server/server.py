@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import socket
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 from ..auth.users import User, UserManager
 from ..protocol.replies import Reply
 from ..storage.base import AbstractPathIO, StorageContext
-from ..storage.factory import PathIOFactory, adapt_factory, open_home
+from ..storage.factory import PathIOFactory, adapt_factory, open_home, scheme_of
+from ..storage.timed import TimedPathIO
 from ..transfer.copy import Deadlines
+from ..transfer.data import dynamic_port_count
 from ..transfer.throttle import TokenBucket
 from . import handlers  # noqa: F401  (registers the command handlers)
 from .config import ServerConfig
@@ -192,6 +195,20 @@ class Server:
         return host, port
 
     @property
+    def listening(self) -> bool:
+        """True from the moment :meth:`start` listens until :meth:`close` begins."""
+        return bool(self._servers) and not self._closing
+
+    def passive_ports(self) -> tuple[int, int]:
+        """(in use, available) passive ports of this process: listeners opened by PASV/EPSV
+        and not yet connected, and the rest of ``passive_ports`` (without a range: of the
+        operating system's dynamic port range). Counted when asked, not kept up to date."""
+        in_use = sum(1 for conn in self.connections if conn.passive is not None)
+        ports = self.config.passive_ports
+        total = len(ports) if ports else dynamic_port_count()
+        return in_use, max(0, total - in_use)
+
+    @property
     def sockets(self) -> list[socket.socket]:
         return [s for srv in self._servers for s in srv.sockets]
 
@@ -351,6 +368,10 @@ class Server:
         if entry is None:
             options = {**self.config.storage_options, **user.storage_options}
             io = self.path_io_factory(user.base_path, storage_options=options, context=self.storage_context)
+            timer = self.events.storage_timer
+            if timer is not None:
+                backend = scheme_of(user.base_path)
+                io = TimedPathIO(io, functools.partial(timer, backend), streams=backend != "file")
             self._path_ios[id(user)] = (user, io)
         else:
             io = entry[1]

@@ -89,12 +89,22 @@ class DynamicPorts:
         self._reserved: tuple[tuple[int, int], ...] = ()
         self._read_at = -math.inf
 
-    def pick(self) -> int | None:
-        """A random port, or None when the one drawn is reserved (the caller tries again)."""
+    def _refresh(self) -> None:
         now = time.monotonic()
         if now - self._read_at > self.REFRESH:
             self._ports, self._reserved = self._read()
             self._read_at = now
+
+    def count(self) -> int:
+        """How many ports of the dynamic range are not reserved."""
+        self._refresh()
+        reserved = sum(max(0, min(high, self._ports.stop - 1) - max(low, self._ports.start) + 1)
+                       for low, high in self._reserved) if self._ports else 0
+        return max(0, len(self._ports) - reserved)
+
+    def pick(self) -> int | None:
+        """A random port, or None when the one drawn is reserved (the caller tries again)."""
+        self._refresh()
         if not self._ports:
             return None
         port = random.choice(self._ports)
@@ -105,6 +115,12 @@ class DynamicPorts:
 
 
 _DYNAMIC = DynamicPorts()
+
+
+def dynamic_port_count() -> int:
+    """The ports a passive listener may take when no range is configured."""
+    return _DYNAMIC.count()
+
 #: Random ports tried before the OS is asked for one (bind to port 0).
 _OWN_TRIES = 8
 

@@ -63,17 +63,19 @@ async def _password(conn: Connection, req: Request) -> Reply:
 
 
 def _logged_in(conn: Connection, candidate: User) -> Reply:
-    """The password was right and the user's storage is ready: take a session slot."""
+    """The password was right and the user's storage is ready: take a session slot. The
+    successful LoginAttempt is emitted once the slot is taken (a login refused for the
+    user's connection limit is a refused connection, not a session)."""
     events = conn.server.events
-    if events.observers:
-        events.emit(LoginAttempt(conn.id, conn.peer, conn.session.user_name or "", True))
     io = conn.server.ready_path_io(candidate)
     assert io is not None
     if not conn.server.acquire_user(candidate):
-        conn.server.events.emit(ConnectionRefused(conn.peer, "user-limit"))
+        events.emit(ConnectionRefused(conn.peer, "user-limit"))
         conn.closing = True
         conn.session.login = Login.AWAITING_USER
         return Reply(530, f"Too many connections for user {candidate.name}, closing")
+    if events.observers:
+        events.emit(LoginAttempt(conn.id, conn.peer, conn.session.user_name or "", True))
     conn.io = io
     conn.user = candidate
     conn.pending_user = None
