@@ -94,8 +94,8 @@ def _containers_conf() -> Path:
     """Write the private containers.conf (idempotent) and return its path.
 
     runc instead of crun (crun fails on this machine's hybrid cgroups), the file events logger
-    (no journald here) and ulimits no higher than this sandbox's hard limits (podman's default
-    would ask for more and fail)."""
+    (no journald here), the docker image format (OCI drops HEALTHCHECK) and ulimits no higher
+    than this sandbox's hard limits (podman's defaults ask for more and fail)."""
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if nofile == resource.RLIM_INFINITY:
         nofile = 1048576
@@ -110,6 +110,8 @@ def _containers_conf() -> Path:
         "[engine]\n"
         'runtime = "runc"\n'
         'events_logger = "file"\n'
+        # docker format keeps HEALTHCHECK, also in builds podman-compose starts
+        'image_default_format = "docker"\n'
     )
     path = STATE_DIR / "containers.conf"
     if not path.exists() or path.read_text() != text:
@@ -121,7 +123,7 @@ def _containers_conf() -> Path:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "CONTAINERS_CONF": str(_containers_conf())}
+    return {**os.environ, "CONTAINERS_CONF": str(_containers_conf()), "BUILDAH_FORMAT": "docker"}
 
 
 def podman(*args: str, timeout: float = 300, check: bool = True,
