@@ -49,7 +49,8 @@ Interface (stable: tests/image, tests/compose and the chart tests use it)
     ``.wait_port(container_port, timeout=60, banner=b"")`` (connects until the published port
     answers, and reads ``banner`` if given; raises with the logs if the container exits),
     ``.stop(timeout=30) -> int`` (SIGTERM, SIGKILL after ``timeout``; the exit code),
-    ``.remove()``; a context manager that removes it.
+    ``.wait(timeout=60) -> int`` (until it exits by itself; the exit code),
+    ``.remove()`` (with its anonymous volumes); a context manager that removes it.
 """
 
 from __future__ import annotations
@@ -319,6 +320,10 @@ class Container:
         """SIGTERM (the image's stop signal), SIGKILL after ``timeout`` s; the exit code."""
         podman("stop", "-t", str(timeout), self.name, timeout=timeout + 60)
         return int(self.inspect()["State"]["ExitCode"])
+
+    def wait(self, timeout: float = 60) -> int:
+        """Wait for the container to exit by itself; its exit code."""
+        return int(podman("wait", self.name, timeout=timeout).stdout.strip().splitlines()[-1])
 
     def remove(self) -> None:
         podman("rm", "-f", "-v", self.name, check=False, timeout=120)
