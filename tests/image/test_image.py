@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.image import podman
-from tests.image.conftest import needs_podman
+from tests.image.conftest import needs_appliance, needs_podman
 
 REPO = podman.REPO
 DOCKERFILES = [REPO / "Dockerfile", *sorted((REPO / "docker/ci").glob("*.Dockerfile"))]
@@ -117,3 +117,19 @@ def test_final_stage_has_the_app_and_extra_but_no_build_tools(image: str) -> Non
     proc = podman.podman("run", "--rm", "--entrypoint", "/opt/venv/bin/python", image, "-c", script,
                          *requirement_names())
     assert proc.stdout.strip() == "[] [] [] []", proc.stdout + proc.stderr
+
+
+@needs_appliance
+def test_every_fsftpd_variable_the_image_and_compose_set_exists() -> None:
+    """Unknown FSFTPD_* variables are silently ignored: a typo here would go unnoticed."""
+    from fsftpd.appliance.cli import variables
+
+    known = {name for name, _, _, _ in variables()}
+    texts = [REPO / "Dockerfile", REPO / "compose.yaml", REPO / "docker/compose.ci.yaml",
+             REPO / "docker/healthcheck.py"]
+    used = {name for path in texts for name in re.findall(r"\bFSFTPD_[A-Z_]+\b", path.read_text())}
+    # compose.yaml's own knobs (FSFTPD_BUCKET) are compose variables, not the server's
+    compose_only = set(re.findall(r"\$\{(FSFTPD_[A-Z_]+)", (REPO / "compose.yaml").read_text()))
+    compose_only -= set(re.findall(r"^\s+(FSFTPD_[A-Z_]+):", (REPO / "compose.yaml").read_text(), re.M))
+    assert used - compose_only - known == set()
+    assert {"FSFTPD_HOME", "FSFTPD_PASSIVE_PORTS", "FSFTPD_METRICS_PORT"} <= used
