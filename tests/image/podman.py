@@ -32,7 +32,8 @@ Interface (stable: tests/image, tests/compose and the chart tests use it)
     ``podman run -d``. ``ports`` are container ports (int or ``range``): each is published on
     127.0.0.1, on a free host port of podman's choice, or on the same port number when given
     as ``(port, port)`` / a ``range`` (passive ports must keep their number: PASV announces
-    it). ``volumes`` are ``(host_path, container_path)`` bind mounts, ``tmpfs`` container paths.
+    it). ``volumes`` are ``(host_path, container_path)`` bind mounts, ``tmpfs`` container paths
+    (``PATH:OPTIONS`` passes mount options, e.g. ``/data:rw,U`` to give it to ``user``).
 ``run_pod_container(image, pod_spec, *, container=None, secrets=None, config_maps=None,
       pod_name="fsftpd-0", passive=None) -> Container``
     run a Kubernetes container spec (from a rendered Deployment or StatefulSet) as podman
@@ -41,7 +42,8 @@ Interface (stable: tests/image, tests/compose and the chart tests use it)
     (``runAsUser``/``runAsGroup``/``fsGroup`` as a supplementary group), read-only root
     filesystem, dropped capabilities, ``emptyDir`` mounts as tmpfs, ``args``/``command``, and
     its ``containerPort`` s published as :func:`run` does (``passive``: a range published 1:1;
-    by default the ports named ``pasv-*``/``passive*`` or numbered 30000-32767 are 1:1).
+    by default the ports named ``pasv-*``/``passive*`` or numbered 30000-32767 are 1:1);
+    ``emptyDir`` mounts are tmpfs owned by the container's user (writable, as the kubelet's are).
 ``Container``
     ``.name``, ``.host_port(container_port) -> int``, ``.logs() -> str``,
     ``.inspect() -> dict``, ``.running() -> bool``, ``.exec(*cmd) -> CompletedProcess``,
@@ -411,7 +413,10 @@ def run_pod_container(image: str, pod_spec: Mapping[str, Any], *, container: str
     if sc.get("allowPrivilegeEscalation") is False:
         extra += ["--security-opt", "no-new-privileges"]
     empty_dirs = {v["name"] for v in pod_spec.get("volumes") or [] if "emptyDir" in v}
-    tmpfs = [m["mountPath"] for m in spec.get("volumeMounts") or [] if m["name"] in empty_dirs]
+    # An emptyDir is a directory the pod's user may write (the kubelet makes it 0777). podman
+    # 4.3 ignores a tmpfs mode= (root's 0755 stays), so "U" gives the tmpfs to the user instead.
+    tmpfs = [f"{m['mountPath']}:rw,U" for m in spec.get("volumeMounts") or []
+             if m["name"] in empty_dirs]
     if spec.get("command"):
         extra += ["--entrypoint", json.dumps(spec["command"])]
     return run(image, env=env_vars, ports=ports, user=user,
