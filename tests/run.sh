@@ -27,9 +27,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# podman, the CI base image (cached by tag on the machine) and what the image tests need
+echo "== podman"
+bash tests/image/setup.sh
 
 echo "== ruff"
-.venv/bin/ruff check app tests bench
+.venv/bin/ruff check app tests bench docker
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
