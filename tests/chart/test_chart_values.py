@@ -104,7 +104,7 @@ def test_defaults_and_ci_values_pass_the_schema() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        {"replicaCount": -1},
+        {"replicaCount": 0},
         {"replicaCount": "3"},
         {"replicCount": 3},
         {"passive": {"minPort": 80}},
