@@ -122,6 +122,15 @@ def test_too_small_range_fails_to_render() -> None:
     ]
 
 
+def test_every_worker_needs_a_port() -> None:
+    """The appliance splits a pod's slice again between its worker processes."""
+    with pytest.raises(helm_python.HelmError) as err:
+        render({"replicaCount": 3, "passive": {"maxPort": 30008}, "config": {"workers": 4}})
+    assert "gives each of the 3 replica(s) 3 port(s), fewer than config.workers=4" in str(err.value)
+    assert "at least 12 ports" in str(err.value)
+    render({"replicaCount": 3, "passive": {"maxPort": 30011}, "config": {"workers": 4}})
+
+
 def test_inverted_range_fails_to_render() -> None:
     with pytest.raises(
         helm_python.HelmError, match=r"passive.maxPort \(30000\) is below passive.minPort \(30009\)"

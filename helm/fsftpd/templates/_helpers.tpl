@@ -102,6 +102,10 @@ FSFTPD_REPLICA_INDEX. Rendering stops here, with the reason, when the range cann
 {{- if lt $count $replicas -}}
 {{- fail (printf "the passive range %d-%d has %d ports, fewer than replicaCount=%d: each replica needs its own slice of at least one port; widen passive.minPort/passive.maxPort to at least %d ports" $low $high $count $replicas $replicas) -}}
 {{- end -}}
+{{- $size := div $count $replicas -}}
+{{- if lt $size (int .Values.config.workers) -}}
+{{- fail (printf "the passive range %d-%d gives each of the %d replica(s) %d port(s), fewer than config.workers=%d: each worker process needs its own port; widen the range to at least %d ports" $low $high $replicas $size (int .Values.config.workers) (mul $replicas (int .Values.config.workers))) -}}
+{{- end -}}
 {{- if and .Values.passive.addresses (ne (len .Values.passive.addresses) $replicas) -}}
 {{- fail (printf "passive.addresses has %d entries but replicaCount is %d: give exactly one address per pod" (len .Values.passive.addresses) $replicas) -}}
 {{- end -}}
