@@ -351,4 +351,8 @@ def test_notes_say_how_to_connect() -> None:
     assert "kubectl get secret -n ftp fsftpd -o jsonpath='{.data.password}'" in notes
     assert "ftp://USER:PASSWORD@fsftpd-0.ftp.svc.cluster.local:21/" in notes
     notes = render_raw(ci_values("three-replicas"))["fsftpd/templates/NOTES.txt"]
-    assert "ftp-0.example.com" in notes and "30000+N*10" in notes
+    assert "pod fsftpd-1: ports 30010-30019, announces ftp-1.example.com, through Service fsftpd-1" in notes
+    notes = render_raw(ci_values("addresses"))["fsftpd/templates/NOTES.txt"]
+    assert "pod fsftpd-1: ports 30005-30009, announces 203.0.113.11" in notes
+    notes = render_raw(ci_values("hostport"))["fsftpd/templates/NOTES.txt"]
+    assert "pod fsftpd-0: ports 40000-40009, announces its node's IP, through hostPort" in notes
