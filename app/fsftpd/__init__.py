@@ -9,6 +9,16 @@ The engine's public API::
 
 from .auth.users import Permission, User, UserManager
 from .server.config import ServerConfig
+from .server.events import (
+    CommandDone,
+    ConnectionRefused,
+    Event,
+    LoginAttempt,
+    SessionEnded,
+    SessionStarted,
+    TransferFinished,
+    TransferProgress,
+)
 from .server.server import Server
 from .server.workers import run_workers
 from .storage import (
@@ -28,14 +38,22 @@ __version__ = "0.1.0"
 __all__ = [
     "AbstractPathIO",
     "AsyncPathIO",
+    "CommandDone",
+    "ConnectionRefused",
+    "Event",
     "FsspecPathIO",
+    "LoginAttempt",
     "MemoryPathIO",
     "PathIO",
     "Permission",
     "S3PathIO",
     "Server",
     "ServerConfig",
+    "SessionEnded",
+    "SessionStarted",
     "StorageContext",
+    "TransferFinished",
+    "TransferProgress",
     "User",
     "UserManager",
     "__version__",

@@ -34,6 +34,7 @@ EXPECTED = {
     errno.EHOSTUNREACH: 451,
     errno.ENETUNREACH: 451,
     errno.EIO: 451,
+    errors.ECREDENTIALS: 451,  # the server's storage credentials: a server-side fault
     errno.ENOTSUP: 502,
     errno.ESPIPE: 554,  # RFC 959: invalid REST parameter
 }
@@ -58,6 +59,7 @@ def test_errno(number: int, code: int) -> None:
         (IsADirectoryError("dir"), 550),
         (NotADirectoryError("file"), 550),
         (PermissionError("nope"), 550),
+        (PermissionError(errors.ECREDENTIALS, "No usable S3 credentials"), 451),
         (TimeoutError(), 451),
         (ConnectionResetError(), 451),
         (NotImplementedError("no mtime here"), 502),

@@ -489,7 +489,9 @@ def test_cli_workers_option(tmp_path: Path) -> None:
     (root).mkdir()
     (root / "hello.txt").write_bytes(b"hello\n")
     proc = subprocess.Popen([sys.executable, "-m", "fsftpd", str(root), "--host", HOST, "--port", str(port),
-                             "--workers", "2", "--log-level", "WARNING"])
+                             "--workers", "2", "--log-level", "WARNING",
+                             # no default account any more; any free passive port (not 30000-30009)
+                             "--user", "demo", "--password", "demo", "--passive-ports", "any"])
     try:
         srv = Workers(proc, port)  # type: ignore[arg-type]
         assert wait_until(lambda: len(srv.worker_pids()) == 2, timeout=10)

@@ -7,9 +7,10 @@ No matching permission means no access.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,6 +49,10 @@ class User:
     read_speed_limit_per_connection: float | None = None
     write_speed_limit_per_connection: float | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    #: ``password_check(stored, typed) -> bool`` replaces the plain comparison, e.g. to
+    #: verify an argon2 or bcrypt hash stored in ``password``. Such checks are slow by
+    #: design, so the server runs them in a worker thread (see :meth:`verify_password`).
+    password_check: Callable[[str, str], bool] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.home_path = resolve("/", self.home_path)
@@ -59,9 +64,25 @@ class User:
         return self.login if self.login is not None else "anonymous"
 
     def check_password(self, password: str) -> bool:
+        """True if ``password`` opens this account (blocking when ``password_check`` is set)."""
         if self.login is None or self.password is None:
             return True
+        if self.password_check is not None:
+            return self.password_check(self.password, password)
         return hmac.compare_digest(self.password.encode(), password.encode())
+
+    @property
+    def slow_password(self) -> bool:
+        """True when checking a password must not run on the event loop."""
+        return self.password_check is not None and self.login is not None and self.password is not None
+
+    async def verify_password(self, password: str) -> bool:
+        """:meth:`check_password` without blocking the event loop: a ``password_check``
+        (a hash verification) runs in the default thread pool, whose size also bounds how
+        many run at once."""
+        if not self.slow_password:
+            return self.check_password(password)
+        return await asyncio.to_thread(self.check_password, password)
 
     def access(self, path: str) -> Permission | None:
         """The deciding permission for a virtual path (longest matching prefix)."""
@@ -98,15 +119,24 @@ class UserManager:
     """
 
     def __init__(self, users: Iterable[User] | None, *, shared: SessionCounter | None = None) -> None:
-        users = list(users or [])
-        if not users:
-            users = [User()]
-        self.users = users
-        self._by_login = {u.login: u for u in users if u.login is not None}
-        self._anonymous = next((u for u in users if u.login is None), None)
         self._lock = threading.Lock()
         self.shared = shared
         self.sessions: dict[str, int] = {}
+        self.replace(users)
+
+    def replace(self, users: Iterable[User] | None) -> None:
+        """Serve ``users`` from now on (a reload). Logins look up the new list at once;
+        sessions already logged in keep their :class:`User` and their session count."""
+        new = list(users or [])
+        if not new:
+            new = [User()]
+        by_login = {u.login: u for u in new if u.login is not None}
+        anonymous = next((u for u in new if u.login is None), None)
+        # Call on the server's event loop, where every lookup runs: no lookup can see a
+        # half-replaced list.
+        self.users = new
+        self._by_login = by_login
+        self._anonymous = anonymous
 
     def find(self, login: str) -> User | None:
         user = self._by_login.get(login)

@@ -10,6 +10,10 @@ import errno
 
 from .replies import Reply
 
+#: errno of a storage failure caused by the server's own credentials (missing, rejected):
+#: a server-side fault (451), not the client being denied (550). Linux's EKEYREJECTED.
+ECREDENTIALS = getattr(errno, "EKEYREJECTED", 129)
+
 
 class FtpError(Exception):
     """An error that already knows its reply."""
@@ -52,6 +56,7 @@ _ERRNO_TABLE: dict[int, tuple[int, str]] = {
     errno.EHOSTUNREACH: (451, "Storage backend unreachable"),
     errno.ENETUNREACH: (451, "Storage backend unreachable"),
     errno.EIO: (451, "Storage I/O error"),
+    ECREDENTIALS: (451, "Storage credentials missing or rejected"),
     errno.ENOTSUP: (502, "Operation not supported by this storage"),
     # RFC 959 reply 554: "Requested action not taken: invalid REST parameter".
     errno.ESPIPE: (554, "Restart offset not usable"),

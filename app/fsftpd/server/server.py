@@ -24,6 +24,7 @@ from .config import ServerConfig
 from .connection import Connection
 from .control import ControlChannel
 from .events import ConnectionRefused, EventBus
+from .masquerade import PassiveAddress
 
 if TYPE_CHECKING:
     from .shared import SharedLimits, WorkerSlot
@@ -121,20 +122,27 @@ class Server:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or value <= 0):
                 raise ValueError(f"{name} must be None (no timeout) or a number of seconds > 0")
+        _check_passive_ports(self.config.passive_ports)
+        self.passive_address = PassiveAddress(self.config.masquerade_address)
         self.limits: Limits | SharedLimits = (
             Limits(self.config) if shared is None else shared.make_limits(self.config))
         # One Deadlines for every transfer: the timeouts are fixed for the server's life.
         self.deadlines = Deadlines(self.config.socket_timeout, self.config.path_timeout)
         self.path_io_factory: PathIOFactory = adapt_factory(path_io_factory)
         self.storage_context = StorageContext(storage_options=dict(self.config.storage_options))
-        self._path_ios: dict[int, AbstractPathIO] = {}
+        # Keyed by id(user); the value pins the user so that its id cannot be reused by
+        # another User (set_users replaces users while the server runs).
+        self._path_ios: dict[int, tuple[User, AbstractPathIO]] = {}
         self._ready_roots: set[int] = set()
         self._user_buckets: dict[int, tuple[TokenBucket, TokenBucket]] = {}
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._servers: list[asyncio.Server] = []
-        self._ids = itertools.count(1)
+        # Session ids: with workers, worker i of n numbers i+1, i+1+n, i+1+2n... so ids
+        # are unique across the workers (a restarted worker starts its sequence again).
+        self._ids = (itertools.count(1) if shared is None
+                     else itertools.count(shared.worker + 1, shared.state.workers))
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -148,6 +156,7 @@ class Server:
             hosts = ["0.0.0.0", "::"]
         kwargs.setdefault("backlog", 1024)
         loop = self._loop = asyncio.get_running_loop()
+        await self.passive_address.refresh()
         for item in hosts:
             try:
                 srv = await loop.create_server(self._new_channel, item, port, **kwargs)
@@ -183,6 +192,11 @@ class Server:
     def sockets(self) -> list[socket.socket]:
         return [s for srv in self._servers for s in srv.sockets]
 
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` was called (the server is draining or closed)."""
+        return self._closing
+
     async def serve_forever(self) -> None:
         await asyncio.gather(*(srv.serve_forever() for srv in self._servers))
 
@@ -206,7 +220,8 @@ class Server:
             with contextlib.suppress(Exception):
                 await srv.wait_closed()
         self._servers.clear()
-        for io in self._path_ios.values():
+        await self.passive_address.close()
+        for _, io in self._path_ios.values():
             with contextlib.suppress(Exception):
                 await io.aclose()
         self._path_ios.clear()
@@ -296,6 +311,20 @@ class Server:
         return self._per_ip.get(ip, 0)
 
     # -- users and storage -------------------------------------------------------------
+    def set_users(self, users: Iterable[User] | None) -> None:
+        """Replace the user list of the running server (a reload): new logins see the new
+        list at once; sessions already logged in go on with the user they logged in as.
+        A changed password applies at the next login. Call it on the server's event loop.
+        In a worker of :func:`fsftpd.run_workers`, only that worker changes, and users
+        that were not configured at start have no session count or speed limit shared
+        with the other workers (each worker applies them to its own sessions)."""
+        self.users.replace(users)
+        current = {id(u) for u in self.users.users}
+        # Storage of users no longer listed: forget it (sessions still using it hold it).
+        for key in [k for k in self._path_ios if k not in current]:
+            del self._path_ios[key]
+            self._ready_roots.discard(key)
+
     def acquire_user(self, user: User) -> bool:
         return self.users.try_acquire(user)
 
@@ -315,11 +344,13 @@ class Server:
         return buckets
 
     async def path_io_for(self, user: User) -> AbstractPathIO:
-        io = self._path_ios.get(id(user))
-        if io is None:
+        entry = self._path_ios.get(id(user))
+        if entry is None:
             options = {**self.config.storage_options, **user.storage_options}
             io = self.path_io_factory(user.base_path, storage_options=options, context=self.storage_context)
-            self._path_ios[id(user)] = io
+            self._path_ios[id(user)] = (user, io)
+        else:
+            io = entry[1]
         if id(user) not in self._ready_roots:
             await io.ensure_root()
             self._ready_roots.add(id(user))
@@ -327,4 +358,18 @@ class Server:
 
     def ready_path_io(self, user: User) -> AbstractPathIO | None:
         """``user``'s storage if :meth:`path_io_for` has already made it ready, else None."""
-        return self._path_ios.get(id(user)) if id(user) in self._ready_roots else None
+        entry = self._path_ios.get(id(user)) if id(user) in self._ready_roots else None
+        return entry[1] if entry is not None else None
+
+
+def _check_passive_ports(ports: Sequence[int] | None) -> None:
+    """A passive port range must be usable: ports 1-65535, at least one (an empty or
+    reversed range would silently fall back to random ports)."""
+    if ports is None:
+        return
+    ports = list(ports)
+    if not ports:
+        raise ValueError("passive_ports is empty (a reversed range?); use None for any free port")
+    bad = [p for p in ports if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535]
+    if bad:
+        raise ValueError(f"passive_ports must be ports from 1 to 65535, not {bad[0]!r}")

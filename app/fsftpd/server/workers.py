@@ -16,6 +16,8 @@ Invariants:
 - SIGTERM or SIGINT to the supervisor is forwarded; each worker drains (``Server.close``:
   running transfers finish, up to ``shutdown_timeout``) and exits 0; the supervisor returns
   once every worker has exited (stragglers are killed ``shutdown_timeout + 5`` s later).
+- SIGHUP to the supervisor is forwarded to every worker (a reload: see ``setup``); a
+  worker that installed no SIGHUP handler ignores it;
 - a worker's parent death signal is SIGTERM: workers never outlive a killed supervisor.
 
 The supervisor uses process signal handlers, so call :func:`run_workers` from the main
@@ -59,7 +61,7 @@ STARTUP_TIMEOUT = 60.0
 KILL_GRACE = 5.0
 
 _PR_SET_PDEATHSIG = 1
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)
 
 #: ``setup(server, worker_index)``: called in each worker before it listens (e.g. to
 #: subscribe event observers); may be a coroutine function
@@ -178,6 +180,8 @@ class _Supervisor:
                 self.stop_deadline = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
                 log.info("stopping: draining %d workers", len(self._alive()))
                 self._kill_all(signal.SIGTERM)
+            if signal.SIGHUP in signals and not self.stopping:
+                self._kill_all(signal.SIGHUP)
             self._read_ready()
             now = time.monotonic()
             for worker, pid, status in self._reap():
@@ -277,7 +281,7 @@ class _Supervisor:
     def _child(self, index: int) -> int:
         signal.set_wakeup_fd(-1)
         for sig in _SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
         # A SIGTERM that came before this point now ends the worker (it serves nobody yet).
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         _die_with_parent(self.parent)

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol.errors import ECREDENTIALS
+
 MiB = 1024 * 1024
 
 #: fsftpd's own S3 options; everything else in ``storage_options`` goes to s3fs.
@@ -269,6 +271,10 @@ _NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "CredentialR
                    "NoAuthTokenError", "TokenRetrievalError")
 
 
+# Codes that say the server's keys are wrong, not that this object is off limits.
+_REJECTED_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")
+
+
 def _names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
@@ -309,11 +315,14 @@ def translate(exc: BaseException) -> BaseException:
         what = "could not connect" if "EndpointConnectionError" in names else "connection broken"
         return ConnectionError(errno.ECONNREFUSED, f"S3 endpoint unreachable: {what}")
     if names & set(_NO_CREDENTIALS):
-        return PermissionError(errno.EACCES, f"No usable S3 credentials: {_message(exc)}")
+        # The server's configuration is at fault, not the client: 451, not 550.
+        return PermissionError(ECREDENTIALS, f"No usable S3 credentials: {_message(exc)}")
     code = _s3_code(exc)
     if code in ("PreconditionFailed", "412"):
         # If-Match / CopySourceIfMatch: the object is not the version that was stat'ed.
         return OSError(errno.ESTALE, "The file changed while it was being used")
+    if code in _REJECTED_CREDENTIALS:
+        return PermissionError(ECREDENTIALS, f"S3 rejected the server's credentials ({code})")
     if code in _SPACE_CODES:
         number, text = _SPACE_CODES[code]
         return OSError(number, text)

@@ -37,7 +37,7 @@ def password(conn: Connection, req: Request) -> Reply | Awaitable[Reply]:
         raise FtpError(503, "Login with USER first")
     candidate = conn.pending_user
     if (candidate is None or conn.server.ready_path_io(candidate) is None
-            or not candidate.check_password(req.arg)):
+            or candidate.slow_password or not candidate.check_password(req.arg)):
         # A failed login waits (failed_login_delay); a first login readies the storage.
         return _password(conn, req)
     return _logged_in(conn, candidate)
@@ -46,7 +46,8 @@ def password(conn: Connection, req: Request) -> Reply | Awaitable[Reply]:
 async def _password(conn: Connection, req: Request) -> Reply:
     candidate = conn.pending_user
     name = conn.session.user_name or ""
-    ok = candidate is not None and candidate.check_password(req.arg)
+    # A hashed password is verified in a thread: never on the event loop.
+    ok = candidate is not None and await candidate.verify_password(req.arg)
     if candidate is None or not ok:
         conn.server.events.emit(LoginAttempt(conn.id, conn.peer, name, False))
         conn.login_failures += 1

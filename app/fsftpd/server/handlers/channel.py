@@ -56,7 +56,7 @@ def _listen(conn: Connection) -> PassiveListener:
 
 @handler("pasv")
 def pasv(conn: Connection, req: Request) -> Reply:
-    announced = pasv_reply_address(conn.config.masquerade_address or conn.local_host)
+    announced = pasv_reply_address(conn.server.passive_address.current(conn.local_host))
     listener = _listen(conn)
     h = announced.replace(".", ",")
     return Reply(227, f"Entering Passive Mode ({h},{listener.port >> 8},{listener.port & 0xFF})")
