@@ -234,6 +234,7 @@ def _all_config() -> dict[str, Any]:
         "writeSpeedLimit": 123456789,
         "readSpeedLimitPerConnection": 1e6,
         "writeSpeedLimitPerConnection": 2_000_000,
+        "listingSortLimit": 0,
         "maxLoginAttempts": 5,
         "failedLoginDelay": 0.25,
     }
