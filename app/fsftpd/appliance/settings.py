@@ -23,7 +23,15 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, create_model, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -72,10 +80,47 @@ DESCRIPTIONS: dict[str, str] = {
     "shutdown_timeout": "how long a drain lets running transfers finish (s)",
     "max_login_attempts": "failed logins before the connection is closed",
     "failed_login_delay": "pause before answering a failed login (s)",
+    "passive_timeout": "an unused passive listener is closed after this (s)",
+    "passive_peer_check": "data connections only from the client's address (off: clients behind proxies)",
+    "active_mode": "allow PORT/EPRT (false: 502, passive only)",
 }
+
+#: The appliance faces the internet: its defaults bound every wait and every count, as
+#: vsftpd's do (docs/security.md), where the library's defaults are None (no limit).
+#: ``auto``: derived from the descriptor limit at start (see :func:`server_options`).
+APPLIANCE_DEFAULTS: dict[str, Any] = {
+    "idle_timeout": 300.0,
+    "socket_timeout": 300.0,
+    "wait_future_timeout": 60.0,
+    "passive_timeout": 60.0,
+    "maximum_connections": "auto",
+    "maximum_connections_per_ip": 50,
+}
+#: descriptors one session may hold at once (control, passive listener, data, file) and
+#: those kept for the process itself (listeners, logs, storage clients)
+FDS_PER_SESSION = 4
+FDS_RESERVED = 64
+#: the ``auto`` connection cap per process never goes above this (vsftpd's max_clients)
+AUTO_CONNECTIONS_MAX = 2000
 
 # The environment a load reads (a copy of os.environ with the _FILE secrets filled in).
 _ENVIRON: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("fsftpd_environ")
+
+
+def _count_or_auto(value: Any) -> Any:
+    """A count >= 0, ``none`` (None) or ``auto``; one message for anything else."""
+    if value is None or value == "auto":
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError("must be an integer >= 0, none or auto") from None
+    if number < 0:
+        raise ValueError("must be an integer >= 0, none or auto")
+    return number
 
 
 def _server_config_fields() -> dict[str, Any]:
@@ -87,8 +132,12 @@ def _server_config_fields() -> dict[str, Any]:
         if f.name in SPECIAL:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
+        default = APPLIANCE_DEFAULTS.get(f.name, default)
         kind = hints[f.name]
         numeric = any(t in (int, float) for t in typing.get_args(kind) or (kind,))
+        if default == "auto":  # a count >= 0, none, or auto
+            kind = Annotated[int | str | None, BeforeValidator(_count_or_auto)]
+            numeric = False
         info = Field(default=default, description=DESCRIPTIONS.get(f.name, f"ServerConfig.{f.name}"),
                      ge=0 if numeric else None)
         made[f.name] = (kind, info)
@@ -398,6 +447,8 @@ def server_options(s: Settings) -> dict[str, Any]:
     for f in dataclasses.fields(fsftpd.ServerConfig):
         if f.name not in SPECIAL:
             options[f.name] = getattr(s, f.name)
+    if options["maximum_connections"] == "auto":
+        options["maximum_connections"] = auto_connections(s.workers)
     ports = s.port_range()
     if ports is not None and s.replicas > 1:
         ports = replica_ports(ports, s.replicas, s.replica())
@@ -408,3 +459,17 @@ def server_options(s: Settings) -> dict[str, Any]:
     options["masquerade_address"] = address or None
     options["storage_options"] = dict(s.storage_options)
     return options
+
+
+def auto_connections(workers: int, nofile: int | None = None) -> int:
+    """The ``auto`` connection cap: what the descriptor limit (``nofile``, default: this
+    process's soft RLIMIT_NOFILE) lets every worker serve before it runs out, so a flood
+    gets 421 instead of "Too many open files"; at most :data:`AUTO_CONNECTIONS_MAX` per worker."""
+    if nofile is None:
+        import resource
+
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if nofile == resource.RLIM_INFINITY:
+            nofile = 1 << 20
+    per_worker = max(1, (nofile - FDS_RESERVED) // FDS_PER_SESSION)
+    return workers * min(AUTO_CONNECTIONS_MAX, per_worker)

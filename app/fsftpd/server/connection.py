@@ -463,6 +463,9 @@ class Connection:
         try:
             if self.passive is not None:
                 listener, self.passive = self.passive, None
+                if listener.expiry is not None:
+                    listener.expiry.cancel()  # in use now: its timeout no longer applies
+                    listener.expiry = None
                 try:
                     ready = listener.accept_ready()
                     if ready is not None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fsftpd.server")
 
 
-TIMEOUTS = ("socket_timeout", "path_timeout", "idle_timeout", "wait_future_timeout")
+TIMEOUTS = ("socket_timeout", "path_timeout", "idle_timeout", "wait_future_timeout", "passive_timeout")
 
 
 class Limits:
