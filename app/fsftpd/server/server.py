@@ -20,6 +20,7 @@ from ..storage.factory import PathIOFactory, adapt_factory, open_home
 from ..transfer.copy import Deadlines
 from ..transfer.throttle import TokenBucket
 from . import handlers  # noqa: F401  (registers the command handlers)
+from .acceptor import Acceptor, listen_sockets
 from .config import ServerConfig
 from .connection import Connection
 from .control import ControlChannel
@@ -138,7 +139,9 @@ class Server:
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
-        self._servers: list[asyncio.Server] = []
+        self._acceptors: list[Acceptor] = []
+        self._connecting: set[asyncio.Task[None]] = set()  # transports being set up
+        self._stopped: asyncio.Future[None] | None = None  # serve_forever's end
         # Session ids: with workers, worker i of n numbers i+1, i+1+n, i+1+2n... so ids
         # are unique across the workers (a restarted worker starts its sequence again).
         self._ids = (itertools.count(1) if shared is None
@@ -154,23 +157,28 @@ class Server:
         if host is None and port == 0:
             # One start_server(None, 0) would give each address family its own free port.
             hosts = ["0.0.0.0", "::"]
-        kwargs.setdefault("backlog", 1024)
+        unknown = set(kwargs) - {"backlog", "reuse_port"}
+        if unknown:
+            raise TypeError(f"unknown start() option(s): {', '.join(sorted(unknown))}")
+        backlog = int(kwargs.get("backlog", 1024))
+        reuse_port = bool(kwargs.get("reuse_port", False))
         loop = self._loop = asyncio.get_running_loop()
         await self.passive_address.refresh()
         for item in hosts:
             try:
-                srv = await loop.create_server(self._new_channel, item, port, **kwargs)
+                socks = listen_sockets(item, port, backlog=backlog, reuse_port=reuse_port)
             except OSError:
-                if host is None and item == "::" and self._servers:
+                if host is None and item == "::" and self._acceptors:
                     continue  # no IPv6 on this machine: IPv4 alone, as start_server(None) does
                 raise
-            self._servers.append(srv)
-            if port == 0:
-                port = srv.sockets[0].getsockname()[1]
-        for srv in self._servers:
-            for sock in srv.sockets:
+            for sock in socks:
                 _tune_listener(sock)
-                log.info("listening on %s", sock.getsockname()[:2])
+                self._acceptors.append(Acceptor(sock, loop, self._accepted))
+            if port == 0:
+                port = socks[0].getsockname()[1]
+        for acceptor in self._acceptors:
+            acceptor.start()
+            log.info("listening on %s", acceptor.sock.getsockname()[:2])
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -184,13 +192,13 @@ class Server:
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) of the first listening socket."""
-        sock = self._servers[0].sockets[0]
+        sock = self._acceptors[0].sock
         host, port = sock.getsockname()[:2]
         return host, port
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return [s for srv in self._servers for s in srv.sockets]
+        return [a.sock for a in self._acceptors]
 
     @property
     def closing(self) -> bool:
@@ -198,14 +206,20 @@ class Server:
         return self._closing
 
     async def serve_forever(self) -> None:
-        await asyncio.gather(*(srv.serve_forever() for srv in self._servers))
+        """Wait until :meth:`close` (the server accepts from :meth:`start` on)."""
+        if self._stopped is None:
+            self._stopped = self.loop.create_future()
+        await asyncio.shield(self._stopped)
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop listening, let running transfers finish (up to ``shutdown_timeout``), send
         421 to idle sessions, then cut off whatever is left."""
         self._closing = True
-        for srv in self._servers:
-            srv.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
+        self._acceptors.clear()
+        if self._connecting:
+            await asyncio.wait(set(self._connecting), timeout=5)
         for conn in list(self.connections):
             conn.request_shutdown()
         pending = set(self._tasks)
@@ -216,10 +230,8 @@ class Server:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
-        for srv in self._servers:
-            with contextlib.suppress(Exception):
-                await srv.wait_closed()
-        self._servers.clear()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
         await self.passive_address.close()
         for _, io in self._path_ios.values():
             with contextlib.suppress(Exception):
@@ -248,25 +260,61 @@ class Server:
     def _new_channel(self) -> ControlChannel:
         return ControlChannel(self)
 
+    def _accepted(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """The acceptor's hand-over. A refused connection gets its 421 and is closed right
+        here, without a transport or a task (a flood costs little and holds no descriptor);
+        an admitted one is counted now and gets a transport and a ControlChannel, whose
+        connection_made calls :meth:`on_channel`."""
+        ip = address[0]
+        refusal = self._refusal(ip)
+        if refusal is not None:
+            self._refuse(sock, f"{ip}:{address[1]}", *refusal)
+            return
+        self._per_ip[ip] += 1  # this process's own count (the shared one is in _refusal)
+        sock.setblocking(False)
+        task = self.loop.create_task(self._connect(sock, ip))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    def _refuse(self, sock: socket.socket, peer: str, reason: str, message: str) -> None:
+        self.events.emit(ConnectionRefused(peer, reason))
+        log.warning("refusing %s: %s", peer.rpartition(":")[0], message)
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(Reply(421, message).encode())  # a new socket's buffer takes it whole
+        sock.close()
+
+    async def _connect(self, sock: socket.socket, ip: str) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self._new_channel, sock)
+        except Exception as exc:
+            sock.close()
+            self._forget(ip)
+            log.info("a new connection was lost while it was set up: %r", exc)
+
+    def _forget(self, ip: str) -> None:
+        """Undo the counts of an admitted connection (its session ended, or never began)."""
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+        if self.shared is not None:
+            self.shared.close(ip)
+
     def on_channel(self, channel: ControlChannel) -> None:
-        """A control connection was accepted: refuse it (421) or start its session task."""
+        """An admitted connection has its transport: start its session (421 if the server
+        began closing meanwhile)."""
         transport = channel.transport
         assert transport is not None
         peer = transport.get_extra_info("peername") or ("?", 0)
-        ip = peer[0]
-        refusal = self._refusal(ip)
-        if refusal is not None:
-            reason, message = refusal
-            self.events.emit(ConnectionRefused(f"{ip}:{peer[1]}", reason))
-            log.warning("refusing %s: %s", ip, message)
+        if self._closing:
             with contextlib.suppress(Exception):
-                transport.write(Reply(421, message).encode())
-            transport.close()  # after the buffered 421 is sent
+                transport.write(Reply(421, "Server shutting down").encode())
+            transport.close()
+            self._forget(peer[0])
             return
         # TCP_NODELAY and SO_OOBINLINE come from the listening socket (see _tune_listener).
         conn = Connection(self, channel, next(self._ids), peer)
         self.connections.add(conn)
-        self._per_ip[ip] += 1  # this process's own count (the shared one is in _refusal)
         conn.start()  # no task yet: see Connection.start
 
     def spawn(self, conn: Connection) -> None:
@@ -286,12 +334,7 @@ class Server:
     def session_ended(self, conn: Connection) -> None:
         """The bookkeeping of a session that ended (with or without a task)."""
         self.connections.discard(conn)
-        ip = conn.peer_host
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
-        if self.shared is not None:
-            self.shared.close(ip)
+        self._forget(conn.peer_host)
 
     def _refusal(self, ip: str) -> tuple[str, str] | None:
         if self._closing:
@@ -299,7 +342,8 @@ class Server:
         if self.shared is not None:
             return self.shared.try_open(ip)  # checks the limits and counts, across workers
         limit = self.limits.maximum_connections
-        if limit is not None and len(self.connections) >= limit:
+        # Connections still getting their transport count too: a burst cannot overshoot.
+        if limit is not None and len(self.connections) + len(self._connecting) >= limit:
             return "server-limit", f"Too many connections ({limit}), try again later"
         limit = self.limits.maximum_connections_per_ip
         if limit is not None and self._per_ip[ip] >= limit:
