@@ -54,7 +54,7 @@ from .values import (
 
 PREFIX = "FSFTPD_"
 #: ServerConfig fields with a variable of their own below (not derived)
-SPECIAL = frozenset({"passive_ports", "masquerade_address", "storage_options"})
+SPECIAL = frozenset({"passive_ports", "masquerade_address", "storage_options", "ban_safelist"})
 #: variables whose value is secret: also read from <NAME>_FILE, never printed or logged
 SECRETS = ("FSFTPD_PASSWORD", "FTP_PASS", "FSFTPD_USERS", "FSFTPD_STORAGE_OPTIONS")
 #: botocore's variables for s3:// homes that may also come from <NAME>_FILE
@@ -83,6 +83,10 @@ DESCRIPTIONS: dict[str, str] = {
     "passive_timeout": "an unused passive listener is closed after this (s)",
     "passive_peer_check": "data connections only from the client's address (off: clients behind proxies)",
     "active_mode": "allow PORT/EPRT (false: 502, passive only)",
+    "ban_threshold": "failed logins from one address within FSFTPD_BAN_WINDOW that ban it; none: no bans",
+    "ban_window": "the window in which failed logins are counted (s)",
+    "ban_time": "length of a first ban, doubled for each further one (s)",
+    "ban_time_max": "the longest ban (s)",
 }
 
 #: The appliance faces the internet: its defaults bound every wait and every count, as
@@ -95,6 +99,7 @@ APPLIANCE_DEFAULTS: dict[str, Any] = {
     "passive_timeout": 60.0,
     "maximum_connections": "auto",
     "maximum_connections_per_ip": 50,
+    "ban_threshold": 10,
 }
 #: descriptors one session may hold at once (control, passive listener, data, file) and
 #: those kept for the process itself (listeners, logs, storage clients)
@@ -192,6 +197,8 @@ class Settings(_Base):
     metrics_per_user: bool = Field(True, description="a user label on per-user metrics")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     log_format: str = Field("text", description="text or json")
+    ban_safelist: Annotated[str | None, NoDecode] = Field(
+        None, description="addresses and CIDR networks never banned, comma-separated")
     # -- storage
     home: str = Field("./ftp-data", description="default home: a path, file://, memory://, s3://bucket/prefix")
     storage_options: Annotated[dict[str, Any], NoDecode] = Field(
@@ -228,6 +235,17 @@ class Settings(_Base):
     def _ports_text(cls, value: Any) -> Any:
         if isinstance(value, str):
             parse_port_range(value)  # raises ValueError with the reason
+        return value
+
+    @field_validator("ban_safelist", mode="before")
+    @classmethod
+    def _safelist(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            for item in split_list(value):
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an address or a CIDR network") from None
         return value
 
     @field_validator("storage_options", mode="before")
@@ -458,7 +476,13 @@ def server_options(s: Settings) -> dict[str, Any]:
         address = address.replace("{index}", str(s.replica()))
     options["masquerade_address"] = address or None
     options["storage_options"] = dict(s.storage_options)
+    options["ban_safelist"] = split_list(s.ban_safelist or "")
     return options
+
+
+def split_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def auto_connections(workers: int, nofile: int | None = None) -> int:

@@ -43,3 +43,12 @@ class ServerConfig:
     passive_peer_check: bool = True
     #: allow PORT/EPRT; False answers them 502 (passive mode only)
     active_mode: bool = True
+    #: failed logins from one address within ``ban_window`` seconds that ban it (421 at
+    #: connect) for ``ban_time`` seconds, doubling for each further ban up to
+    #: ``ban_time_max``; None: no bans. Counted across sessions and worker processes.
+    ban_threshold: int | None = None
+    ban_window: float = 600.0
+    ban_time: float = 600.0
+    ban_time_max: float = 86400.0
+    #: addresses and CIDR networks that are never banned
+    ban_safelist: Sequence[str] = ()

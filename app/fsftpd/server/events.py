@@ -35,7 +35,10 @@ class LoginAttempt:
 @dataclass(frozen=True, slots=True)
 class ConnectionRefused:
     peer: str
-    reason: str  # "server-limit", "ip-limit", "user-limit"
+    #: why: "server-limit" (maximum_connections), "ip-limit" (maximum_connections_per_ip),
+    #: "user-limit" (the user's maximum_connections, at login), "banned" (the address is
+    #: banned after failed logins, see ban_threshold), "shutdown" (the server is closing)
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import math
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
@@ -21,6 +22,7 @@ from ..transfer.copy import Deadlines
 from ..transfer.throttle import TokenBucket
 from . import handlers  # noqa: F401  (registers the command handlers)
 from .acceptor import Acceptor, listen_sockets
+from .bans import BanPolicy, BanTable, Safelist
 from .config import ServerConfig
 from .connection import Connection
 from .control import ControlChannel
@@ -125,6 +127,11 @@ class Server:
                 raise ValueError(f"{name} must be None (no timeout) or a number of seconds > 0")
         _check_passive_ports(self.config.passive_ports)
         self.passive_address = PassiveAddress(self.config.masquerade_address)
+        policy = BanPolicy(self.config.ban_threshold, self.config.ban_window, self.config.ban_time,
+                           self.config.ban_time_max)
+        safelist = Safelist(self.config.ban_safelist)
+        #: failed-login bans (shared by the workers of run_workers)
+        self.bans = BanTable(policy, safelist) if shared is None else shared.ban_table(policy, safelist)
         self.limits: Limits | SharedLimits = (
             Limits(self.config) if shared is None else shared.make_limits(self.config))
         # One Deadlines for every transfer: the timeouts are fixed for the server's life.
@@ -278,7 +285,10 @@ class Server:
 
     def _refuse(self, sock: socket.socket, peer: str, reason: str, message: str) -> None:
         self.events.emit(ConnectionRefused(peer, reason))
-        log.warning("refusing %s: %s", peer.rpartition(":")[0], message)
+        # A banned address that keeps connecting must not flood the log (the ban itself
+        # was logged once, and the event counts every refusal).
+        log.log(logging.DEBUG if reason == "banned" else logging.WARNING,
+                "refusing %s: %s", peer.rpartition(":")[0], message)
         with contextlib.suppress(OSError):
             sock.setblocking(False)
             sock.send(Reply(421, message).encode())  # a new socket's buffer takes it whole
@@ -339,6 +349,10 @@ class Server:
     def _refusal(self, ip: str) -> tuple[str, str] | None:
         if self._closing:
             return "shutdown", "Server shutting down"
+        if self.bans.enabled:
+            left = self.bans.banned(ip)
+            if left is not None:
+                return "banned", f"Too many failed logins from your address, try again in {math.ceil(left)} s"
         if self.shared is not None:
             return self.shared.try_open(ip)  # checks the limits and counts, across workers
         limit = self.limits.maximum_connections
