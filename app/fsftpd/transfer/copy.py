@@ -30,6 +30,8 @@ T = TypeVar("T")
 SEND_BLOCK = 1024 * 1024
 RECV_BLOCK = 1024 * 1024
 FIRST_RECV_BLOCK = 128 * 1024
+#: read size of an ASCII download (see send_stream)
+ASCII_BLOCK = 64 * 1024
 SENDFILE_CHUNK = 8 * 1024 * 1024
 #: a throttled upload's receive buffer holds about this many seconds of its rate
 RCVBUF_SECONDS = 0.25
@@ -124,6 +126,10 @@ async def send_stream(
     if fd is not None and not ascii_mode and hasattr(os, "sendfile"):
         return await _sendfile(sock, fd, throttle=throttle, deadlines=deadlines, progress=progress)
     block = reader.block_size
+    if ascii_mode:
+        # The conversion copies each block up to twice its size; with the read-ahead a
+        # stalled ASCII download would hold about 3 MiB. Small blocks bound it to ~4 of them.
+        block = min(block, ASCII_BLOCK)
     carry = b""
     total = 0
     pending: asyncio.Task[bytes] | None = asyncio.ensure_future(_read_block(reader, block, deadlines))
