@@ -35,7 +35,7 @@ def test_any_line_parses_or_raises_a_protocol_error(line: bytes) -> None:
         assert exc.reply.code in (500, 501)
         return
     assert isinstance(command, Command)
-    assert command.verb == "" or (command.verb.isalpha() and command.verb.isupper())
+    assert (command.verb == "" and command.telnet) or (command.verb.isalpha() and command.verb.isupper())
     assert "\x00" not in command.arg
     if command.telnet:  # only refusals go back: IAC WONT/DONT x
         assert len(command.telnet) % 3 == 0

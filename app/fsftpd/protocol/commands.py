@@ -174,13 +174,13 @@ def parse_line(raw: bytes) -> Command:
     The argument keeps inner spaces verbatim: file names may contain them (RFC 959 says
     the argument is everything after the single space following the verb). Telnet
     commands are removed (see :func:`strip_telnet`); a line that held only Telnet
-    negotiation is a Command with an empty verb.
+    negotiation to refuse is a Command with an empty verb (and no reply of its own).
     """
     line = raw.rstrip(b"\r\n")
     telnet = b""
     if line[:1] in _PREFIX:
         line, telnet = strip_telnet(line)
-        if not line.strip():
+        if telnet and not line.strip():
             return Command("", "", telnet)
     if len(line) > MAX_LINE:
         raise FtpError(500, "Command line too long")
