@@ -130,7 +130,9 @@ def test_out_of_descriptors_pauses_accepting_and_recovers(tmp_path: Path) -> Non
             wait_until(lambda: time.monotonic() - started > 3, timeout=10, what="3 s of flood")
             grown, used = srv.size() - size, srv.cpu_seconds() - cpu
             held = time.monotonic() - started
-        assert grown < 2_000, f"log grew {grown} bytes in {held:.1f} s of shortage"
+        # Bounded: a few lines (a session admitted when a descriptor frees up, the one
+        # shortage line per 10 s); the bug wrote 4.5 MB per second.
+        assert grown < 20_000, f"log grew {grown} bytes in {held:.1f} s of shortage:\n{srv.text()[-3000:]}"
         assert used < 0.5 * held, f"{used:.2f} s of CPU in {held:.1f} s: the accept path spins"
         assert srv.text().count("cannot accept connections") <= 2 + int(held / 10)
         # The flood is over: a normal client is served again (bounded wait).
