@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES="curl lftp locales ca-certificates"
+APT_PACKAGES="curl lftp tnftp locales ca-certificates"
 
 missing=""
 command -v curl >/dev/null || missing="$missing curl"
 command -v lftp >/dev/null || missing="$missing lftp"
+command -v tnftp >/dev/null || missing="$missing tnftp"
 command -v localedef >/dev/null || missing="$missing locales"
 "$PYTHON" -c "import venv, ensurepip" 2>/dev/null || missing="$missing python3-venv"
 if [ -n "$missing" ]; then

@@ -10,12 +10,14 @@ from fsftpd.protocol.commands import (
     COMMANDS,
     MAX_LINE,
     NOT_IMPLEMENTED,
+    SITE_COMMANDS,
     Arg,
     Command,
     feature_lines,
     help_lines,
     lookup,
     parse_line,
+    site_help_lines,
 )
 from fsftpd.protocol.errors import FtpError
 
@@ -106,7 +108,7 @@ def test_parse_line_round_trips_any_utf8_argument(verb: str, arg: str) -> None:
     [
         ("FOO", "", 500),
         ("XYZZY", "x", 500),
-        ("SITE", "CHMOD 777 x", 502),
+        ("SMNT", "x", 502),
         ("ACCT", "x", 502),
         ("AUTH", "TLS", 502),
         ("LPRT", "x", 502),
@@ -177,6 +179,7 @@ def test_the_issue_command_set_is_in_the_table() -> None:
         "XCUP",
         "XMKD",
         "XRMD",
+        "SITE",  # SITE HELP only (issue 18): other SITE commands are 502
     ]
     assert set(wanted) == set(COMMANDS)
     assert not NOT_IMPLEMENTED & set(COMMANDS)
@@ -246,3 +249,9 @@ def test_telnet_negotiation_is_refused_and_the_command_kept() -> None:
     with pytest.raises(FtpError) as err:
         parse_line(b"MKD \xff\xfe\xc3(\r\n")
     assert err.value.reply.code == 501
+
+
+def test_site_help_lists_exactly_the_site_commands() -> None:
+    lines = site_help_lines()
+    assert lines[0].startswith("The following SITE commands") and lines[-1] == "Help OK."
+    assert " ".join(lines[1:-1]).split() == sorted(SITE_COMMANDS) == ["HELP"]

@@ -316,6 +316,21 @@ def test_a_listing_that_hangs_ends_with_451(slow_server: ServerThread) -> None:
         assert_healthy(raw, slow_server)
 
 
+def test_a_pattern_over_a_listing_that_hangs_is_451_before_150(slow_server: ServerThread) -> None:
+    # A pattern is matched before 150 (a pattern matching nothing must be refused like a
+    # missing name): each step of that scan is bounded by path_timeout like any listing's.
+    with Raw(slow_server.host, slow_server.port) as raw:
+        raw.login("alice", "secret")
+        assert raw.code("MKD list-slow") == 257
+        store(raw, "list-slow/a.txt", b"a")
+        SlowMemoryPathIO.armed.add("list-slow")
+        data = raw.epsv()
+        code, text = raw.cmd("NLST list-slow/*.txt")
+        assert code == 451, text
+        data.close()
+        assert_healthy(raw, slow_server)
+
+
 def test_a_storage_bug_gets_451_and_the_session_goes_on(slow_server: ServerThread) -> None:
     with Raw(slow_server.host, slow_server.port) as raw:
         raw.login("alice", "secret")

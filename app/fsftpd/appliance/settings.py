@@ -78,6 +78,8 @@ DESCRIPTIONS: dict[str, str] = {
     "write_speed_limit_per_connection": "download rate of each session (bytes/s)",
     "banner": "text of the 220 greeting",
     "shutdown_timeout": "how long a drain lets running transfers finish (s)",
+    "listing_sort_limit": "listings of up to this many entries come sorted by name, bigger ones in "
+                          "directory order; 0: never sort",
     "max_login_attempts": "failed logins before the connection is closed",
     "failed_login_delay": "pause before answering a failed login (s)",
     "passive_timeout": "an unused passive listener is closed after this (s)",

@@ -107,9 +107,11 @@ COMMANDS: dict[str, CommandSpec] = {
         _spec("EPSV", O, True, _none, "EPSV [1|2|ALL]: extended passive mode (RFC 2428)"),
         _spec("PORT", R, True, _none, "PORT h1,h2,h3,h4,p1,p2: active mode"),
         _spec("EPRT", R, True, _none, "EPRT |af|addr|port|: extended active mode (RFC 2428)"),
-        _spec("LIST", O, True, _read, "LIST [path]: list a directory"),
-        _spec("NLST", O, True, _read, "NLST [path]: list names"),
-        _spec("MLSD", O, True, _read, "MLSD [path]: machine listing (RFC 3659)"),
+        _spec("LIST", O, True, _read, "LIST [path|dir/pattern]: list a directory, or the names matching"
+              " a pattern (* ? [...])"),
+        _spec("NLST", O, True, _read, "NLST [path|dir/pattern]: list names, or the names matching"
+              " a pattern (* ? [...])"),
+        _spec("MLSD", O, True, _read, "MLSD [path]: machine listing (RFC 3659; no patterns)"),
         _spec("MLST", O, True, _read, "MLST [path]: facts about one entry (RFC 3659)"),
         _spec("RETR", R, True, _read, "RETR <path>: download"),
         _spec("STOR", R, True, _write, "STOR <path>: upload"),
@@ -117,12 +119,18 @@ COMMANDS: dict[str, CommandSpec] = {
         _spec("STOU", O, True, _write, "STOU: upload to a unique name"),
         _spec("REST", R, True, _none, "REST <offset>: restart a transfer at offset"),
         _spec("ABOR", N, True, _none, "ABOR: abort the running transfer", during_transfer=True),
+        _spec("SITE", R, True, _none, "SITE <cmd>: site commands (HELP SITE lists them)"),
     )
+}
+
+#: the SITE sub-commands there are (``HELP SITE`` and ``SITE HELP`` list them)
+SITE_COMMANDS: dict[str, str] = {
+    "HELP": "SITE HELP [cmd]: help on SITE commands",
 }
 
 # Recognised but deliberately not implemented: 502 rather than 500 (RFC 959 4.2).
 NOT_IMPLEMENTED = frozenset(
-    {"ACCT", "AUTH", "ADAT", "SMNT", "SITE", "LPRT", "LPSV", "PBSZ", "PROT", "CCC", "MIC", "CONF", "ENC"}
+    {"ACCT", "AUTH", "ADAT", "SMNT", "LPRT", "LPSV", "PBSZ", "PROT", "CCC", "MIC", "CONF", "ENC"}
 )
 
 # Telnet (RFC 854): IAC and the commands that follow it.
@@ -229,7 +237,14 @@ def feature_lines(mlst_enabled: Iterable[str] = MLST_FACTS) -> list[str]:
     ]
 
 
+def _rows(verbs: list[str]) -> list[str]:
+    return [" ".join(f"{v:<5}" for v in verbs[i : i + 8]) for i in range(0, len(verbs), 8)]
+
+
 def help_lines() -> list[str]:
-    verbs = sorted(COMMANDS)
-    rows = [" ".join(f"{v:<5}" for v in verbs[i : i + 8]) for i in range(0, len(verbs), 8)]
-    return ["The following commands are recognized:", *rows, "Help OK."]
+    return ["The following commands are recognized:", *_rows(sorted(COMMANDS)), "Help OK."]
+
+
+def site_help_lines() -> list[str]:
+    """The reply to ``HELP SITE`` / ``SITE HELP``: every SITE sub-command there is."""
+    return ["The following SITE commands are recognized:", *_rows(sorted(SITE_COMMANDS)), "Help OK."]

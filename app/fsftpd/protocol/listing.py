@@ -172,12 +172,18 @@ class StatRenderer:
 
 
 class NameLines(StatRenderer):
-    """NLST: the names only."""
+    """NLST: the names only, each after ``prefix`` (the directory part of a pattern)."""
 
-    __slots__ = ()
+    __slots__ = ("_prefix",)
     needs_stat = False
 
+    def __init__(self, prefix: str = "") -> None:
+        self._prefix = prefix
+
     def render(self, rows: Iterable[StatRow]) -> str:
+        prefix = self._prefix
+        if prefix:
+            return "".join([f"{prefix}{name}\r\n" for name, _ in rows])
         return "".join([f"{name}\r\n" for name, _ in rows])
 
 

@@ -34,6 +34,10 @@ class ServerConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
     #: how long close() lets running transfers finish before cutting them off
     shutdown_timeout: float = 10.0
+    #: LIST, NLST, MLSD and STAT of a directory (or of a pattern's matches) with at most
+    #: this many entries come sorted by name; a larger one comes in directory order, so
+    #: its listing still streams. 0: never sort. See docs/engine.md, "Listings".
+    listing_sort_limit: int = 10_000
     #: maximum failed logins on one connection before it is closed
     max_login_attempts: int = 3
     #: seconds to wait before answering a failed login (slows guessing)

@@ -125,6 +125,9 @@ class Server:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or value <= 0):
                 raise ValueError(f"{name} must be None (no timeout) or a number of seconds > 0")
+        sort_limit = self.config.listing_sort_limit
+        if isinstance(sort_limit, bool) or not isinstance(sort_limit, int) or sort_limit < 0:
+            raise ValueError("listing_sort_limit must be a count of entries >= 0")
         _check_passive_ports(self.config.passive_ports)
         self.passive_address = PassiveAddress(self.config.masquerade_address)
         policy = BanPolicy(self.config.ban_threshold, self.config.ban_window, self.config.ban_time,

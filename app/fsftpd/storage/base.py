@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol.listing import Entry, StatRenderer
+from ..protocol.selection import NameMatch
 
 #: entries per :meth:`AbstractPathIO.list_batches` batch
 LIST_BATCH = 256
@@ -127,10 +128,15 @@ class AbstractPathIO(abc.ABC):
         if batch:
             yield batch
 
-    def list_text(self, path: str, renderer: StatRenderer) -> AsyncGenerator[bytes, None] | None:
+    def list_text(self, path: str, renderer: StatRenderer, *, match: NameMatch | None = None,
+                  sort_limit: int = 0) -> AsyncGenerator[bytes, None] | None:
         """Directory ``path`` already rendered to UTF-8 lines by ``renderer`` from the
         backend's own stat records, or None (the default): the caller then renders
-        :meth:`list_batches` itself. Local disk implements it."""
+        :meth:`list_batches` itself. Only names that ``match`` accepts (all if None) are
+        listed; a directory of at most ``sort_limit`` of them comes sorted by name, a
+        larger one in directory order (see :class:`~fsftpd.protocol.selection.SortWindow`).
+        A chunk may be empty (a step that read entries but has nothing to show yet: each
+        step stays short). Local disk implements it."""
         return None
 
     async def open_read_sized(self, path: str, offset: int = 0) -> tuple[ReadStream, int]:

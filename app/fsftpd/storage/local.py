@@ -24,6 +24,7 @@ from functools import partial
 from typing import TypeVar
 
 from ..protocol.listing import Entry, StatRenderer, entry_from_stat
+from ..protocol.selection import NameMatch
 from . import threads
 from .base import AbstractPathIO, EntryBatch, ReadStream, WriteStream
 from .local_listing import DirReader
@@ -126,9 +127,10 @@ class PathIO(AbstractPathIO):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory")
         return real, os.open(real, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
 
-    def _dir_reader(self, path: str) -> DirReader:
+    def _dir_reader(self, path: str, *, match: NameMatch | None = None, sort_limit: int = 0) -> DirReader:
         # opened by its first batch, in that batch's worker-thread call
-        return DirReader(partial(self._open_dir, path), self._inside, TEMP_PREFIX)
+        return DirReader(partial(self._open_dir, path), self._inside, TEMP_PREFIX, match=match,
+                         sort_limit=sort_limit)
 
     async def list(self, path: str) -> AsyncIterator[Entry]:
         async for batch in self._entry_batches(path):
@@ -158,22 +160,25 @@ class PathIO(AbstractPathIO):
         finally:
             await _close_dir(reader)
 
-    def list_text(self, path: str, renderer: StatRenderer) -> AsyncGenerator[bytes, None] | None:
+    def list_text(self, path: str, renderer: StatRenderer, *, match: NameMatch | None = None,
+                  sort_limit: int = 0) -> AsyncGenerator[bytes, None] | None:
         """The listing of directory ``path`` as UTF-8 text (names that are not UTF-8 keep
         their bytes), rendered by ``renderer`` in worker threads: one thread call per
-        :data:`LIST_TEXT_BATCH` entries reads, stats and formats them, and the event loop
-        only sends. Same entries, clamps and errors as :meth:`list`. None when a subclass
-        changed how listings are made (then the caller renders :meth:`list_batches`)."""
+        :data:`LIST_TEXT_BATCH` entries read or rendered does the reading, stat and
+        formatting, and the event loop only sends. Same entries, clamps and errors as
+        :meth:`list`; names are filtered by ``match`` before any stat, and ordered as
+        :meth:`AbstractPathIO.list_text` says. None when a subclass changed how listings
+        are made (then the caller renders :meth:`list_batches`)."""
         if not self._fast_listing():
             return None
-        return self._list_text(path, renderer)
+        return self._list_text(renderer, self._dir_reader(path, match=match, sort_limit=sort_limit))
 
-    async def _list_text(self, path: str, renderer: StatRenderer) -> AsyncGenerator[bytes, None]:
-        reader = self._dir_reader(path)
+    async def _list_text(self, renderer: StatRenderer, reader: DirReader) -> AsyncGenerator[bytes, None]:
         try:
             while True:
                 data, more = await _run(reader.text, renderer, LIST_TEXT_BATCH)
-                if data:
+                # an empty chunk too: one step per thread call, each under path_timeout
+                if data or more:
                     yield data
                 if not more:
                     break

@@ -5,6 +5,11 @@ Invariants:
 - hidden upload temp files are never listed; a symlink whose target lies outside the home is
   listed as the link itself (its target's size, times and mode are not the client's to see),
   a broken link as the link; an entry that vanishes while being read is left out;
+- with a name predicate (a pattern), only matching names are stat'ed and listed; with a sort
+  limit, up to that many entries are held (as ``os.DirEntry``, before any stat) and listed
+  sorted by name, and a longer directory is listed in directory order
+  (:class:`~fsftpd.protocol.selection.SortWindow`); otherwise nothing is held beyond one
+  run of :data:`ROW_RUN` entries;
 - every batch holds the reader's lock (like ``LocalReadStream``), so the directory is never
   closed under a batch whose awaiting task was cancelled: ``try_close`` only closes when no
   batch is running, otherwise ``close`` waits for it in a worker thread.
@@ -18,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ..protocol.listing import Entry, StatRenderer, StatRow, entry_from_stat
+from ..protocol.selection import NameMatch, SortWindow, by_name
 from .resolve import resolved_path
 
 #: directory entries stat'ed and rendered together inside one batch
@@ -32,10 +38,11 @@ class DirReader:
     """One directory listing. ``open_dir`` (run by the first batch, in its worker thread)
     checks the path and returns its real path and a descriptor open on it; ``inside``
     says whether a resolved real path lies inside the home; names starting with
-    ``hidden_prefix`` are skipped."""
+    ``hidden_prefix`` are skipped, and so are names that ``match`` (if given) refuses.
+    ``sort_limit`` > 0 lists a directory of up to that many entries sorted by name."""
 
     def __init__(self, open_dir: Callable[[], tuple[str, int]], inside: Callable[[str], bool],
-                 hidden_prefix: str) -> None:
+                 hidden_prefix: str, *, match: NameMatch | None = None, sort_limit: int = 0) -> None:
         self._open_dir = open_dir
         self._inside = inside
         if not hidden_prefix:
@@ -47,7 +54,13 @@ class DirReader:
         self._fd = -1
         self._it: Iterator[os.DirEntry[str]] | None = None
         self._state = "new"  # -> "open" -> "closed"
-        self._more = True
+        self._more = True  # the directory has not been read to its end
+        self._match = match
+        self._window: SortWindow[os.DirEntry[str]] | None = (
+            SortWindow(sort_limit, by_name) if sort_limit > 0 else None)
+        # entries read and selected, waiting for their turn (a sorted directory, or what
+        # a window that was outgrown let go), the next one last
+        self._waiting: _Items = []
 
     # -- batches (worker threads) ------------------------------------------------------
     def entries(self, limit: int) -> tuple[list[Entry], bool]:
@@ -55,16 +68,28 @@ class DirReader:
         with self._lock:
             self._open_locked()
             runs = self._runs(limit, self._stat_rows)
-            return [entry_from_stat(name, st) for rows in runs for name, st in rows], self._more
+            return [entry_from_stat(name, st) for rows in runs for name, st in rows], self.more
 
     def text(self, renderer: StatRenderer, limit: int) -> tuple[bytes, bool]:
-        """Up to about ``limit`` entries rendered into UTF-8 (names that are not UTF-8
-        keep their bytes), and whether more may follow."""
+        """Entries rendered into UTF-8 (names that are not UTF-8 keep their bytes), and
+        whether more may follow: about ``limit`` entries read or rendered in all, so the
+        text may be empty while a sorted listing is still being read."""
         with self._lock:
             self._open_locked()
             runs = self._runs(limit, self._stat_rows if renderer.needs_stat else self._name_rows)
             text = "".join([renderer.render(rows) for rows in runs])
-            return text.encode("utf-8", "surrogateescape"), self._more
+            return text.encode("utf-8", "surrogateescape"), self.more
+
+    @property
+    def more(self) -> bool:
+        """Whether entries may still follow (unread, or read and waiting)."""
+        return self._more or bool(self._waiting)
+
+    @property
+    def held_peak(self) -> int:
+        """The most directory entries this reader held at once to order them (0 without a
+        sort limit): a pattern holds only its matches."""
+        return self._window.peak if self._window is not None else 0
 
     def _open_locked(self) -> None:
         if self._state != "new":
@@ -92,10 +117,34 @@ class DirReader:
     def _runs(self, limit: int, rows_of: Callable[[_Items], list[StatRow]]) -> Iterator[list[StatRow]]:
         # Runs of ROW_RUN entries: a comprehension per run (not a generator step per
         # entry), and few enough stat records alive at once to stay in the CPU's cache.
-        while limit > 0 and self._more:
+        # ``limit`` bounds the work of one call: entries read plus entries rendered.
+        while limit > 0:
+            waiting = self._waiting
+            if waiting:
+                # Taken from the end, so each run's entries (and the stat records they
+                # cache) are freed once rendered, as in a listing that streams.
+                count = min(ROW_RUN, limit, len(waiting))
+                items = waiting[-count:]
+                del waiting[-count:]
+                items.reverse()
+                limit -= count
+                yield rows_of(items)
+                continue
+            if not self._more:
+                return
             items = self._take(min(ROW_RUN, limit))
             limit -= len(items)
-            if items:
+            match = self._match
+            if match is not None:
+                items = [item for item in items if match(item.name)]
+            window = self._window
+            if window is not None and window.holding:
+                waiting = window.add(items)
+                if not self._more:
+                    waiting += window.finish()
+                waiting.reverse()
+                self._waiting = waiting
+            elif items:
                 yield rows_of(items)
 
     def _stat_rows(self, items: _Items) -> list[StatRow]:

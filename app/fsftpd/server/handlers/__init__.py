@@ -1,5 +1,5 @@
 """Command handlers by topic. Importing this package registers every handler."""
 
-from . import auth, channel, files, info, transfers
+from . import auth, channel, files, info, listings, transfers
 
-__all__ = ["auth", "channel", "files", "info", "transfers"]
+__all__ = ["auth", "channel", "files", "info", "listings", "transfers"]

@@ -1,13 +1,15 @@
-"""NOOP, SYST, FEAT, OPTS, HELP, STAT (RFC 959, RFC 2389, RFC 2640, RFC 3659)."""
+"""NOOP, SYST, FEAT, OPTS, HELP, SITE, STAT (RFC 959, RFC 2389, RFC 2640, RFC 3659)."""
 
 from __future__ import annotations
 
 import time
 
 from ...protocol import listing
-from ...protocol.commands import COMMANDS, feature_lines, help_lines
+from ...protocol.commands import COMMANDS, SITE_COMMANDS, feature_lines, help_lines, site_help_lines
 from ...protocol.errors import FtpError
+from ...protocol.listing import Entry
 from ...protocol.replies import Reply
+from ...protocol.selection import SortWindow, by_name
 from ..connection import Connection, Request, handler
 from .files import entry_batches, list_arg
 
@@ -49,13 +51,35 @@ def opts(conn: Connection, req: Request) -> Reply:
 
 @handler("help")
 def help_(conn: Connection, req: Request) -> Reply:
-    verb = req.arg.strip().upper()
+    verb, _, sub = req.arg.strip().upper().partition(" ")
+    if verb == "SITE":
+        # ncftp asks at every login; the answer lists the SITE commands there are
+        return _site_help(sub.strip())
     if verb:
         spec = COMMANDS.get(verb)
         if spec is None:
             raise FtpError(501, f"Unknown command {verb[:16]!r}")
         return Reply(214, spec.help)
     return Reply(214, *help_lines())
+
+
+def _site_help(sub: str) -> Reply:
+    if not sub:
+        return Reply(214, *site_help_lines())
+    text = SITE_COMMANDS.get(sub)
+    if text is None:
+        raise FtpError(501, f"Unknown SITE command {sub[:16]!r}")
+    return Reply(214, text)
+
+
+@handler("site")
+def site(conn: Connection, req: Request) -> Reply:
+    sub, _, rest = req.arg.strip().partition(" ")
+    sub = sub.upper()
+    if sub == "HELP":
+        return _site_help(rest.strip().upper())
+    # RFC 959 4.2: 502 for a command this server does not implement (SITE CHMOD, ...)
+    raise FtpError(502, f"SITE {sub[:16]} not implemented (SITE HELP lists the SITE commands)")
 
 
 @handler("stat")
@@ -77,5 +101,9 @@ async def stat(conn: Connection, req: Request) -> Reply:
     path = conn.path(req, list_arg(req.arg, options=True) or ".")
     entry = await conn.storage(conn.storage_io.stat(path))
     now = time.time()
-    lines = [listing.list_line(e, now) async for batch in entry_batches(conn, path, entry) for e in batch]
+    # sorted like LIST; the reply holds every line anyway
+    window: SortWindow[Entry] = SortWindow(conn.config.listing_sort_limit, by_name)
+    entries = [e async for batch in entry_batches(conn, path, entry) for e in window.add(batch)]
+    lines = [listing.list_line(e, now) for e in entries + window.finish()]
     return Reply(213, f"Status of {path}:", *lines, "End of status")
+
