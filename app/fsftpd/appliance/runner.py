@@ -181,8 +181,25 @@ def _stop_early(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM before serving: stop like SIGINT (the command exits 0)
 
 
+def raise_nofile() -> tuple[int, int]:
+    """Raise the soft descriptor limit to the hard one (the default soft limit, often 1024,
+    is far below what a busy server needs). Returns the (old, new) soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            return soft, soft
+    return soft, hard
+
+
 def serve(settings: Settings, userset: UserSet, reload: Reload) -> int:
     """Serve until SIGTERM/SIGINT; the exit code."""
+    old, new = raise_nofile()
+    if new != old:
+        log.info("descriptor limit raised from %d to %d", old, new)
     # Until the serving loop installs its own handlers, SIGTERM (podman stop right after
     # the start) stops the start cleanly instead of killing the process.
     signal.signal(signal.SIGTERM, _stop_early)

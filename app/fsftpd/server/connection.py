@@ -364,6 +364,10 @@ class Connection:
         reply: Reply | None
         try:
             command = parse_line(line)
+            if command.telnet or not command.verb:
+                self._telnet(command)
+                if not command.verb:
+                    return
             verb = command.verb
             spec = lookup(command)
             if self.transfer is not None and not self.transfer.done() and not spec.during_transfer:
@@ -392,6 +396,11 @@ class Connection:
         if reply is not None:
             await self.reply(reply)
             self._command_done(verb, reply, started)
+
+    def _telnet(self, command: Command) -> None:
+        """Refuse the Telnet options the line asked for (RFC 854); no reply of its own."""
+        if command.telnet and not self.transport.is_closing():
+            self.transport.write(command.telnet)
 
     def _error_reply(self, exc: Exception, verb: str) -> Reply:
         if isinstance(exc, FtpError):
@@ -439,6 +448,11 @@ class Connection:
         reply: Reply | None
         try:
             command = parse_line(line)
+            if not command.verb:  # only Telnet negotiation: refuse it, no reply
+                self._telnet(command)
+                return True
+            if command.telnet:
+                return False  # rare: the task serves the line (and answers the Telnet part once)
             verb = command.verb
             spec = lookup(command)
             if spec.login and not self.session.logged_in:
@@ -478,6 +492,9 @@ class Connection:
         try:
             if self.passive is not None:
                 listener, self.passive = self.passive, None
+                if listener.expiry is not None:
+                    listener.expiry.cancel()  # in use now: its timeout no longer applies
+                    listener.expiry = None
                 try:
                     ready = listener.accept_ready()
                     if ready is not None:

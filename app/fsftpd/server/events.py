@@ -39,7 +39,10 @@ class LoginAttempt:
 @dataclass(slots=True)
 class ConnectionRefused:
     peer: str
-    reason: str  # "server-limit", "ip-limit", "user-limit"
+    #: why: "server-limit" (maximum_connections), "ip-limit" (maximum_connections_per_ip),
+    #: "user-limit" (the user's maximum_connections, at login), "banned" (the address is
+    #: banned after failed logins, see ban_threshold), "shutdown" (the server is closing)
+    reason: str
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
@@ -23,6 +24,8 @@ from ..transfer.copy import Deadlines
 from ..transfer.data import dynamic_port_count
 from ..transfer.throttle import TokenBucket
 from . import handlers  # noqa: F401  (registers the command handlers)
+from .acceptor import Acceptor, listen_sockets
+from .bans import BanPolicy, BanTable, Safelist
 from .config import ServerConfig
 from .connection import Connection
 from .control import ControlChannel
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fsftpd.server")
 
 
-TIMEOUTS = ("socket_timeout", "path_timeout", "idle_timeout", "wait_future_timeout")
+TIMEOUTS = ("socket_timeout", "path_timeout", "idle_timeout", "wait_future_timeout", "passive_timeout")
 
 
 class Limits:
@@ -130,6 +133,11 @@ class Server:
             raise ValueError("listing_sort_limit must be a count of entries >= 0")
         _check_passive_ports(self.config.passive_ports)
         self.passive_address = PassiveAddress(self.config.masquerade_address)
+        policy = BanPolicy(self.config.ban_threshold, self.config.ban_window, self.config.ban_time,
+                           self.config.ban_time_max)
+        safelist = Safelist(self.config.ban_safelist)
+        #: failed-login bans (shared by the workers of run_workers)
+        self.bans = BanTable(policy, safelist) if shared is None else shared.ban_table(policy, safelist)
         self.limits: Limits | SharedLimits = (
             Limits(self.config) if shared is None else shared.make_limits(self.config))
         # One Deadlines for every transfer: the timeouts are fixed for the server's life.
@@ -144,7 +152,9 @@ class Server:
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
-        self._servers: list[asyncio.Server] = []
+        self._acceptors: list[Acceptor] = []
+        self._connecting: set[asyncio.Task[None]] = set()  # transports being set up
+        self._stopped: asyncio.Future[None] | None = None  # serve_forever's end
         # Session ids: with workers, worker i of n numbers i+1, i+1+n, i+1+2n... so ids
         # are unique across the workers (a restarted worker starts its sequence again).
         self._ids = (itertools.count(1) if shared is None
@@ -160,23 +170,28 @@ class Server:
         if host is None and port == 0:
             # One start_server(None, 0) would give each address family its own free port.
             hosts = ["0.0.0.0", "::"]
-        kwargs.setdefault("backlog", 1024)
+        unknown = set(kwargs) - {"backlog", "reuse_port"}
+        if unknown:
+            raise TypeError(f"unknown start() option(s): {', '.join(sorted(unknown))}")
+        backlog = int(kwargs.get("backlog", 1024))
+        reuse_port = bool(kwargs.get("reuse_port", False))
         loop = self._loop = asyncio.get_running_loop()
         await self.passive_address.refresh()
         for item in hosts:
             try:
-                srv = await loop.create_server(self._new_channel, item, port, **kwargs)
+                socks = listen_sockets(item, port, backlog=backlog, reuse_port=reuse_port)
             except OSError:
-                if host is None and item == "::" and self._servers:
+                if host is None and item == "::" and self._acceptors:
                     continue  # no IPv6 on this machine: IPv4 alone, as start_server(None) does
                 raise
-            self._servers.append(srv)
-            if port == 0:
-                port = srv.sockets[0].getsockname()[1]
-        for srv in self._servers:
-            for sock in srv.sockets:
+            for sock in socks:
                 _tune_listener(sock)
-                log.info("listening on %s", sock.getsockname()[:2])
+                self._acceptors.append(Acceptor(sock, loop, self._accepted))
+            if port == 0:
+                port = socks[0].getsockname()[1]
+        for acceptor in self._acceptors:
+            acceptor.start()
+            log.info("listening on %s", acceptor.sock.getsockname()[:2])
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -190,7 +205,7 @@ class Server:
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) of the first listening socket."""
-        sock = self._servers[0].sockets[0]
+        sock = self._acceptors[0].sock
         host, port = sock.getsockname()[:2]
         return host, port
 
@@ -210,7 +225,7 @@ class Server:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return [s for srv in self._servers for s in srv.sockets]
+        return [a.sock for a in self._acceptors]
 
     @property
     def closing(self) -> bool:
@@ -218,14 +233,20 @@ class Server:
         return self._closing
 
     async def serve_forever(self) -> None:
-        await asyncio.gather(*(srv.serve_forever() for srv in self._servers))
+        """Wait until :meth:`close` (the server accepts from :meth:`start` on)."""
+        if self._stopped is None:
+            self._stopped = self.loop.create_future()
+        await asyncio.shield(self._stopped)
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop listening, let running transfers finish (up to ``shutdown_timeout``), send
         421 to idle sessions, then cut off whatever is left."""
         self._closing = True
-        for srv in self._servers:
-            srv.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
+        self._acceptors.clear()
+        if self._connecting:
+            await asyncio.wait(set(self._connecting), timeout=5)
         for conn in list(self.connections):
             conn.request_shutdown()
         pending = set(self._tasks)
@@ -236,10 +257,8 @@ class Server:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
-        for srv in self._servers:
-            with contextlib.suppress(Exception):
-                await srv.wait_closed()
-        self._servers.clear()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
         await self.passive_address.close()
         for _, io in self._path_ios.values():
             with contextlib.suppress(Exception):
@@ -268,25 +287,64 @@ class Server:
     def _new_channel(self) -> ControlChannel:
         return ControlChannel(self)
 
+    def _accepted(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """The acceptor's hand-over. A refused connection gets its 421 and is closed right
+        here, without a transport or a task (a flood costs little and holds no descriptor);
+        an admitted one is counted now and gets a transport and a ControlChannel, whose
+        connection_made calls :meth:`on_channel`."""
+        ip = address[0]
+        refusal = self._refusal(ip)
+        if refusal is not None:
+            self._refuse(sock, f"{ip}:{address[1]}", *refusal)
+            return
+        self._per_ip[ip] += 1  # this process's own count (the shared one is in _refusal)
+        sock.setblocking(False)
+        task = self.loop.create_task(self._connect(sock, ip))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    def _refuse(self, sock: socket.socket, peer: str, reason: str, message: str) -> None:
+        self.events.emit(ConnectionRefused(peer, reason))
+        # A banned address that keeps connecting must not flood the log (the ban itself
+        # was logged once, and the event counts every refusal).
+        log.log(logging.DEBUG if reason == "banned" else logging.WARNING,
+                "refusing %s: %s", peer.rpartition(":")[0], message)
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(Reply(421, message).encode())  # a new socket's buffer takes it whole
+        sock.close()
+
+    async def _connect(self, sock: socket.socket, ip: str) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self._new_channel, sock)
+        except Exception as exc:
+            sock.close()
+            self._forget(ip)
+            log.info("a new connection was lost while it was set up: %r", exc)
+
+    def _forget(self, ip: str) -> None:
+        """Undo the counts of an admitted connection (its session ended, or never began)."""
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+        if self.shared is not None:
+            self.shared.close(ip)
+
     def on_channel(self, channel: ControlChannel) -> None:
-        """A control connection was accepted: refuse it (421) or start its session task."""
+        """An admitted connection has its transport: start its session (421 if the server
+        began closing meanwhile)."""
         transport = channel.transport
         assert transport is not None
         peer = transport.get_extra_info("peername") or ("?", 0)
-        ip = peer[0]
-        refusal = self._refusal(ip)
-        if refusal is not None:
-            reason, message = refusal
-            self.events.emit(ConnectionRefused(f"{ip}:{peer[1]}", reason))
-            log.warning("refusing %s: %s", ip, message)
+        if self._closing:
             with contextlib.suppress(Exception):
-                transport.write(Reply(421, message).encode())
-            transport.close()  # after the buffered 421 is sent
+                transport.write(Reply(421, "Server shutting down").encode())
+            transport.close()
+            self._forget(peer[0])
             return
         # TCP_NODELAY and SO_OOBINLINE come from the listening socket (see _tune_listener).
         conn = Connection(self, channel, next(self._ids), peer)
         self.connections.add(conn)
-        self._per_ip[ip] += 1  # this process's own count (the shared one is in _refusal)
         conn.start()  # no task yet: see Connection.start
 
     def spawn(self, conn: Connection) -> None:
@@ -306,20 +364,20 @@ class Server:
     def session_ended(self, conn: Connection) -> None:
         """The bookkeeping of a session that ended (with or without a task)."""
         self.connections.discard(conn)
-        ip = conn.peer_host
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
-        if self.shared is not None:
-            self.shared.close(ip)
+        self._forget(conn.peer_host)
 
     def _refusal(self, ip: str) -> tuple[str, str] | None:
         if self._closing:
             return "shutdown", "Server shutting down"
+        if self.bans.enabled:
+            left = self.bans.banned(ip)
+            if left is not None:
+                return "banned", f"Too many failed logins from your address, try again in {math.ceil(left)} s"
         if self.shared is not None:
             return self.shared.try_open(ip)  # checks the limits and counts, across workers
         limit = self.limits.maximum_connections
-        if limit is not None and len(self.connections) >= limit:
+        # Connections still getting their transport count too: a burst cannot overshoot.
+        if limit is not None and len(self.connections) + len(self._connecting) >= limit:
             return "server-limit", f"Too many connections ({limit}), try again later"
         limit = self.limits.maximum_connections_per_ip
         if limit is not None and self._per_ip[ip] >= limit:

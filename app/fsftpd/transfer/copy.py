@@ -37,6 +37,8 @@ T = TypeVar("T")
 SEND_BLOCK = 1024 * 1024
 RECV_BLOCK = 1024 * 1024
 FIRST_RECV_BLOCK = 128 * 1024
+#: read size of an ASCII download (see send_stream)
+ASCII_BLOCK = 64 * 1024
 SENDFILE_CHUNK = 8 * 1024 * 1024
 #: a throttled upload's receive buffer holds about this many seconds of its rate
 RCVBUF_SECONDS = 0.25
@@ -135,6 +137,10 @@ async def send_stream(
         _check_size(sent, expected)
         return sent
     block = reader.block_size
+    if ascii_mode:
+        # The conversion copies each block up to twice its size; with the read-ahead a
+        # stalled ASCII download would hold about 3 MiB. Small blocks bound it to ~4 of them.
+        block = min(block, ASCII_BLOCK)
     carry = b""
     total = 0
     read = 0  # bytes from storage (ASCII mode sends more)
