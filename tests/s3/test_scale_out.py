@@ -217,34 +217,35 @@ def test_expired_upload_aborted_by_whichever_process_sees_it(replicas: Replicas,
     ftp_b.quit()
 
 
-def test_concurrent_writers_on_two_processes(replicas: Replicas, s3_endpoint: S3Endpoint,
-                                             bucket: str) -> None:
-    """Two clients write one name through A and B at once, their parts interleaved in
-    time: the result is exactly one of the two files, whole, never a mix."""
+@pytest.mark.parametrize("conditional", [False, True], ids=["last-wins", "conditional"])
+def test_concurrent_writers_on_two_processes(replicas: Replicas, s3_endpoint: S3Endpoint, bucket: str,
+                                             conditional: bool) -> None:
+    """Two clients write one name through A and B at once, both holding parts before
+    either completes: the result is exactly one of the two files, whole, never a mix. The
+    later completion wins; with conditional_writes the later one is refused with 450."""
     one, two = os.urandom(11 * MiB), os.urandom(11 * MiB)
-    a, b = replicas.start(), replicas.start()
+    a, b = replicas.start(conditional_writes=conditional), replicas.start(conditional_writes=conditional)
     ftp_a, ftp_b = a.ftp("alice", "secret"), b.ftp("alice", "secret")
     conn_a = ftp_a.transfercmd("STOR same.bin")
     conn_b = ftp_b.transfercmd("STOR same.bin")
-    # Both uploads hold parts at the same time before either completes.
     conn_a.sendall(one[: 6 * MiB])
     conn_b.sendall(two[: 6 * MiB])
     assert wait_until(lambda: len(open_uploads(s3_endpoint, bucket)) == 2, timeout=30)
-    conn_a.sendall(one[6 * MiB :])
     conn_b.sendall(two[6 * MiB :])
+    conn_a.sendall(one[6 * MiB :])
     conn_a.close()
+    assert ftp_a.voidresp().startswith("226")  # A completes first
     conn_b.close()
-    replies = []
-    for ftp in (ftp_a, ftp_b):
-        try:
-            replies.append(ftp.voidresp()[:3])
-        except ftplib.Error as exc:
-            replies.append(str(exc)[:3])
-    assert "226" in replies and set(replies) <= {"226", "450", "451"}
-    result = stored(s3_endpoint, bucket, "same.bin")
-    assert sha(result) in (sha(one), sha(two))
-    assert sha(retr(ftp_a, "same.bin")) == sha(result) == sha(retr(ftp_b, "same.bin"))
-    assert open_uploads(s3_endpoint, bucket) == []
+    if conditional:
+        with pytest.raises(ftplib.error_temp, match=r"^450"):
+            ftp_b.voidresp()
+        winner = one
+    else:
+        assert ftp_b.voidresp().startswith("226")
+        winner = two
+    assert sha(stored(s3_endpoint, bucket, "same.bin")) == sha(winner)
+    assert sha(retr(ftp_a, "same.bin")) == sha(winner) == sha(retr(ftp_b, "same.bin"))
+    assert open_uploads(s3_endpoint, bucket) == [] and markers(s3_endpoint, bucket) == []
     ftp_a.quit()
     ftp_b.quit()
 

@@ -315,6 +315,13 @@ class S3PathIO(AbstractPathIO):
                               self.settings.part_size, self.settings.resume_ttl,
                               precheck=lambda: self._no_directory(path),
                               growth_every=self.part_growth_every)
+        head: dict[str, Any] | None = None
+        if append or offset or self.settings.conditional_writes:
+            head = await self._head(path)
+        if self.settings.conditional_writes:
+            # Complete only over the object this upload found (or over nothing).
+            target.condition = ({"IfNoneMatch": "*"} if head is None
+                                else {"IfMatch": str(head.get("ETag") or "")})
         pending = await self._pending(key)
         resumed = self._resume(pending, offset, append)
         if pending is not None and resumed is not None:
@@ -322,9 +329,7 @@ class S3PathIO(AbstractPathIO):
             await unmark(self.client, self.bucket, key, pending.upload_id)
             target.upload_id, target.parts = resumed
             return S3WriteStream(target)
-        head: dict[str, Any] | None = None
         if append or offset:
-            head = await self._head(path)
             size = int(head.get("ContentLength") or 0) if head is not None else 0
             if offset > size:
                 if pending is not None:  # left as it was
@@ -334,7 +339,7 @@ class S3PathIO(AbstractPathIO):
         if pending is not None:
             await discard(pending)
         stream = S3WriteStream(target)
-        if head is not None:
+        if head is not None and (append or offset):
             keep = int(head.get("ContentLength") or 0) if append else offset
             try:
                 await stream.copy_prefix(key, str(head.get("ETag") or ""), keep)

@@ -154,6 +154,9 @@ class UploadTarget:
     upload_id: str | None = None
     #: parts between two doublings of the part size
     growth_every: int = GROWTH_EVERY
+    #: conditional completion: {"IfNoneMatch": "*"} (there was no object when the upload
+    #: started) or {"IfMatch": etag} (the object the upload started from); empty: none
+    condition: dict[str, str] = field(default_factory=dict)
 
 
 class S3WriteStream(WriteStream):
@@ -284,18 +287,27 @@ class S3WriteStream(WriteStream):
         await self._wait_inflight()
         if self._t.precheck is not None:
             await self._t.precheck()
-        if self._upload_id is None:
-            await self._t.client.call("put_object", Bucket=self._t.bucket, Key=self._t.key,
-                                      Body=bytes(self._buffer[: self._fill]))
-        else:
-            if self._fill or not self._parts:
-                body = memoryview(self._buffer)[: self._fill]  # the last part: no copy
-                self._buffer, self._fill = bytearray(), 0
-                await self._upload_part(self._upload_id, self._number, body)
-            parts = [{"PartNumber": p.number, "ETag": p.etag} for p in self._parts]
-            await self._t.client.call("complete_multipart_upload", Bucket=self._t.bucket,
-                                      Key=self._t.key, UploadId=self._upload_id,
-                                      MultipartUpload={"Parts": parts})
+        condition = self._t.condition
+        try:
+            if self._upload_id is None:
+                await self._t.client.call("put_object", Bucket=self._t.bucket, Key=self._t.key,
+                                          Body=bytes(self._buffer[: self._fill]), **condition)
+            else:
+                if self._fill or not self._parts:
+                    body = memoryview(self._buffer)[: self._fill]  # the last part: no copy
+                    self._buffer, self._fill = bytearray(), 0
+                    await self._upload_part(self._upload_id, self._number, body)
+                parts = [{"PartNumber": p.number, "ETag": p.etag} for p in self._parts]
+                await self._t.client.call("complete_multipart_upload", Bucket=self._t.bucket,
+                                          Key=self._t.key, UploadId=self._upload_id,
+                                          MultipartUpload={"Parts": parts}, **condition)
+        except OSError as exc:
+            if condition and exc.errno in (errno.ESTALE, errno.EAGAIN):
+                # 412 PreconditionFailed, or AWS's 409 ConditionalRequestConflict: another
+                # writer completed first. This upload is lost, not resumable.
+                self._t.resume_ttl = 0
+                raise OSError(errno.EBUSY, "Another upload to this file completed first") from exc
+            raise
         self._done = True
         self._buffer = bytearray()
         self._t.registry.release(self._t.ident)
