@@ -414,3 +414,25 @@ async def test_conditional_writes_refuse_the_later_writer(s3_endpoint: S3Endpoin
     assert await read_all(plain_a, "/c.bin") == one[::-1]
     for io in (first_io, second_io, plain_a, plain_b):
         await io.aclose()
+
+
+async def test_sweep_aborts_expired_uploads_of_any_name(s3_endpoint: S3Endpoint, bucket: str) -> None:
+    """A process that never touches the name still aborts an expired kept upload (the
+    bucket sweep when an upload starts), and only fsftpd's."""
+    client = s3_endpoint.boto()
+    foreign = client.create_multipart_upload(Bucket=bucket, Key=HOME + "tool.bin")["UploadId"]
+    cut = make_io(s3_endpoint, bucket, resume_ttl=600)
+    await upload(cut, "/kept.bin", os.urandom(6 * MiB), commit=False)
+    await cut.aclose()
+    clock = FakeClock()
+    context = StorageContext()
+    context.cache[REGISTRY_KEY] = UploadRegistry(clock=clock)
+    other = make_io(s3_endpoint, bucket, context, resume_ttl=600)
+    await upload(other, "/first", b"1")  # swept now: nothing has expired yet
+    assert sorted(open_uploads(s3_endpoint, bucket)) == [HOME + "kept.bin", HOME + "tool.bin"]
+    clock.now = time.time() + 601
+    await upload(other, "/second", b"2")
+    assert open_uploads(s3_endpoint, bucket) == [HOME + "tool.bin"]
+    assert marker_keys(s3_endpoint, bucket) == []
+    client.abort_multipart_upload(Bucket=bucket, Key=HOME + "tool.bin", UploadId=foreign)
+    await other.aclose()

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from ..protocol.errors import ECREDENTIALS
 from ..protocol.listing import Entry
 from .base import AbstractPathIO, ReadStream, StorageContext, WriteStream
 from .s3_client import S3Client, S3Settings
@@ -275,7 +276,14 @@ class S3PathIO(AbstractPathIO):
     async def _pending(self, key: str) -> PendingUpload | None:
         """The interrupted upload of ``key`` kept in the bucket (by any process), if its
         resume time is not over; expired ones met on the way are aborted."""
-        return await find(self.client, self.bucket, key, self.settings.resume_ttl, self.registry.clock())
+        try:
+            return await find(self.client, self.bucket, key, self.settings.resume_ttl, self.registry.clock())
+        except PermissionError as exc:
+            if exc.errno == ECREDENTIALS:
+                raise
+            # Credentials without s3:ListBucketMultipartUploads: nothing can be resumed,
+            # but SIZE, STOR and DELE must still work.
+            return None
 
     async def _sweep(self) -> None:
         """Abort uploads this process failed to abort, and (at most once a minute per
