@@ -212,7 +212,7 @@ class Server:
     @property
     def listening(self) -> bool:
         """True from the moment :meth:`start` listens until :meth:`close` begins."""
-        return bool(self._servers) and not self._closing
+        return bool(self._acceptors) and not self._closing
 
     def passive_ports(self) -> tuple[int, int]:
         """(in use, available) passive ports of this process: listeners opened by PASV/EPSV
