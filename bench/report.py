@@ -17,7 +17,7 @@ from typing import Any
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 PEERS = ("pyftpdlib", "aioftp", "vsftpd")
-ORDER = ("fsftpd", "pyftpdlib", "aioftp", "vsftpd")
+ORDER = ("fsftpd", "fsftpd-metrics", "pyftpdlib", "aioftp", "vsftpd")
 
 Medians = dict[str, dict[str, dict[str, float]]]
 
@@ -393,7 +393,8 @@ def chart(result: dict[str, Any], path: str) -> None:
 
     med: Medians = result["medians"]
     servers = _servers(med)
-    colors = {"fsftpd": "#2b7bba", "pyftpdlib": "#e08a2c", "aioftp": "#6a9f3a", "vsftpd": "#888888"}
+    colors = {"fsftpd": "#2b7bba", "fsftpd-metrics": "#7fb3dd", "pyftpdlib": "#e08a2c", "aioftp": "#6a9f3a",
+              "vsftpd": "#888888"}
     fig, axes = plt.subplots(2, 3, figsize=(11, 6.2))
     panels = [
         (

@@ -106,7 +106,8 @@ class Addresses:
 
 def prepare(root: str, profile: Profile, with_vsftpd: bool) -> Layout:
     data = os.path.join(root, "data")
-    for kind in servers.ALL_SERVERS:  # one upload dir each: vsftpd's must belong to "ftp"
+    # one upload dir each: vsftpd's must belong to "ftp"
+    for kind in (*servers.ALL_SERVERS, *servers.VARIANTS):
         os.makedirs(os.path.join(data, "up", kind), exist_ok=True)
     many = os.path.join(data, "many")
     os.makedirs(many, exist_ok=True)
@@ -267,7 +268,8 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
                 _settle()
                 t0 = time.monotonic()
                 with servers.start(
-                    kind, host, root, plan.server_cores, workers=plan.workers if kind == "fsftpd" else 1
+                    kind, host, root, plan.server_cores,
+                    workers=plan.workers if servers.base_kind(kind) == "fsftpd" else 1
                 ) as srv:
                     sample = fn(srv)
                 plan.add(key, kind, sample)
@@ -277,7 +279,7 @@ def run(plan: Plan, root: str, log: Callable[[str], None]) -> Layout:
         for rep in range(p.sustained_reps):
             for kind in _rotated(plan.servers, rep):
                 _settle()
-                workers = plan.workers if kind == "fsftpd" else 1
+                workers = plan.workers if servers.base_kind(kind) == "fsftpd" else 1
                 with servers.start(kind, next(addresses), root, plan.server_cores, workers=workers) as srv:
                     sample = workloads.load(
                         srv,

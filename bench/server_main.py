@@ -1,10 +1,12 @@
 """Run one Python FTP server in this process (the benchmark starts it as a subprocess).
 
     python -m bench.server_main fsftpd|pyftpdlib|aioftp --host H --port P --root DIR
-        [--user bench --password bench] [--workers N]
+        [--user bench --password bench] [--workers N] [--metrics]
 
 Each server runs with its defaults except logging (warnings only, for every server) and
 the connection limits (raised so 1,000 idle sessions fit). Prints ``READY`` when listening.
+``--metrics`` (fsftpd, one worker): the metrics sidecar of the appliance is installed, on a
+free loopback port, so its cost can be measured against the same server without it.
 """
 
 from __future__ import annotations
@@ -36,10 +38,16 @@ def run_fsftpd(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         server = fsftpd.Server(users, **{k: v for k, v in options.items() if k != "workers"})
+        if args.metrics:
+            from fsftpd.appliance import sidecar
+
+            await sidecar.install(server, host="127.0.0.1", port=0)
         await server.start(args.host, args.port)
         print("READY", flush=True)
         await server.serve_forever()
 
+    if args.metrics and args.workers > 1:
+        raise SystemExit("--metrics is measured with one worker")
     if args.workers > 1 and hasattr(fsftpd, "run_workers"):
         fsftpd.run_workers(
             users,
@@ -105,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--tls-cert", default=None)
     parser.add_argument("--tls-key", default=None)
+    parser.add_argument("--metrics", action="store_true", help="fsftpd with the metrics sidecar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     for name in ("fsftpd", "aioftp", "pyftpdlib"):

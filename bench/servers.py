@@ -27,6 +27,15 @@ from . import procstat
 
 PYTHON_SERVERS = ("fsftpd", "pyftpdlib", "aioftp")
 ALL_SERVERS = ("fsftpd", "pyftpdlib", "aioftp", "vsftpd")
+#: variants of a server, chosen by name like a server: (the server, its extra arguments).
+#: "fsftpd-metrics" is fsftpd with the metrics sidecar installed (docs/metrics.md), so
+#: ``--servers fsftpd,fsftpd-metrics`` measures the cost of metrics in one run.
+VARIANTS = {"fsftpd-metrics": ("fsftpd", ["--metrics"])}
+
+
+def base_kind(kind: str) -> str:
+    """The server a kind runs: ``kind`` itself, or the server of a variant."""
+    return VARIANTS[kind][0] if kind in VARIANTS else kind
 VSFTPD = "/usr/sbin/vsftpd"
 
 
@@ -41,6 +50,8 @@ class Running:
 
 
 def available(kind: str) -> bool:
+    if kind in VARIANTS:
+        return available(VARIANTS[kind][0])
     if kind == "vsftpd":
         return os.path.exists(VSFTPD) and os.geteuid() == 0
     mod = {"fsftpd": "fsftpd", "pyftpdlib": "pyftpdlib", "aioftp": "aioftp"}[kind]
@@ -145,7 +156,8 @@ def start(kind: str, host: str, root: str, cores: set[int], *, workers: int = 1)
             sys.executable,
             "-m",
             "bench.server_main",
-            kind,
+            base_kind(kind),
+            *(VARIANTS[kind][1] if kind in VARIANTS else []),
             "--host",
             host,
             "--port",
@@ -185,6 +197,8 @@ def start(kind: str, host: str, root: str, cores: set[int], *, workers: int = 1)
 
 
 def version(kind: str) -> str:
+    if kind in VARIANTS:
+        return version(VARIANTS[kind][0])
     if kind == "fsftpd":
         import fsftpd
 

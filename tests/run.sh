@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES="curl lftp tnftp locales ca-certificates"
+APT_PACKAGES="curl lftp tnftp locales ca-certificates prometheus"
 
 missing=""
 command -v curl >/dev/null || missing="$missing curl"
 command -v lftp >/dev/null || missing="$missing lftp"
 command -v tnftp >/dev/null || missing="$missing tnftp"
+command -v promtool >/dev/null || missing="$missing prometheus"  # promtool checks the /metrics exposition
 command -v localedef >/dev/null || missing="$missing locales"
 "$PYTHON" -c "import venv, ensurepip" 2>/dev/null || missing="$missing python3-venv"
 if [ -n "$missing" ]; then
@@ -26,9 +27,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# podman, the CI base image (cached by tag on the machine) and what the image tests need
+echo "== podman"
+bash tests/image/setup.sh
 
 echo "== ruff"
-.venv/bin/ruff check app tests bench
+.venv/bin/ruff check app tests bench docker
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
@@ -36,4 +40,5 @@ echo "== pytest"
 # The appliance runs on uvloop, whose transports differ from asyncio's: run the real-client
 # server tests a second time with every test server on uvloop.
 echo "== pytest, servers on uvloop"
-FSFTPD_TEST_LOOP=uvloop .venv/bin/pytest -p no:cacheprovider "$@" tests/server tests/s3/test_s3_ftp.py
+FSFTPD_TEST_LOOP=uvloop .venv/bin/pytest -p no:cacheprovider "$@" tests/server tests/s3/test_s3_ftp.py \
+    tests/appliance/test_metrics.py tests/appliance/test_metrics_health.py

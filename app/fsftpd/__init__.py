@@ -8,6 +8,8 @@ The engine's public API::
 """
 
 from .auth.users import Permission, User, UserManager
+from .protocol.commands import COMMANDS as _COMMANDS
+from .server import events
 from .server.config import ServerConfig
 from .server.events import (
     CommandDone,
@@ -16,6 +18,7 @@ from .server.events import (
     LoginAttempt,
     SessionEnded,
     SessionStarted,
+    ThrottleWait,
     TransferFinished,
     TransferProgress,
 )
@@ -34,8 +37,12 @@ from .storage import (
 
 __version__ = "0.1.0"
 
+#: every command verb the server knows (a metrics label is one of these or "other")
+COMMAND_VERBS: frozenset[str] = frozenset(_COMMANDS)
+
 
 __all__ = [
+    "COMMAND_VERBS",
     "AbstractPathIO",
     "AsyncPathIO",
     "CommandDone",
@@ -52,11 +59,13 @@ __all__ = [
     "SessionEnded",
     "SessionStarted",
     "StorageContext",
+    "ThrottleWait",
     "TransferFinished",
     "TransferProgress",
     "User",
     "UserManager",
     "__version__",
+    "events",
     "open_home",
     "run_workers",
 ]

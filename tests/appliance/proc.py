@@ -34,6 +34,7 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
         "FSFTPD_HOST": "127.0.0.1",
         "FSFTPD_PORT": "0",
         "FSFTPD_PASSIVE_PORTS": "any",
+        "FSFTPD_METRICS_PORT": "0",  # off unless a test asks (never the fixed 9100 here)
         "FSFTPD_SHUTDOWN_TIMEOUT": "5",
         "FSFTPD_FAILED_LOGIN_DELAY": "0",
         "FSFTPD_SECRETS_DIR": str(secrets),

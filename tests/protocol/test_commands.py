@@ -84,6 +84,9 @@ def test_parse_line_never_raises_anything_but_ftp_errors(raw: bytes) -> None:
     except FtpError as exc:
         assert exc.reply.code in (500, 501)
     else:
+        if command.verb == "":  # a line of Telnet negotiation only: refusals to send back
+            assert command.telnet and command.arg == ""
+            return
         assert command.verb.isalpha() and command.verb.isupper() and len(command.verb) <= 8
         assert "\x00" not in command.arg
 
@@ -236,6 +239,22 @@ def test_help_lists_every_command() -> None:
     text = " ".join(help_lines())
     for verb in COMMANDS:
         assert verb in text.split()
+
+
+def test_telnet_negotiation_is_refused_and_the_command_kept() -> None:
+    from fsftpd.protocol.commands import strip_telnet
+
+    line = b"\xff\xfb\x18\xff\xfd\x01\xff\xfa\x18\x00xterm\xff\xf0USER bob\r\n"
+    command = parse_line(line)
+    assert (command.verb, command.arg) == ("USER", "bob")
+    assert command.telnet == b"\xff\xfe\x18\xff\xfc\x01"  # DONT terminal-type, WONT echo
+    only = parse_line(b"\xff\xfd\x03\xff\xfc\x05\r\n")
+    assert only.verb == "" and only.telnet == b"\xff\xfc\x03"
+    assert strip_telnet(b"NOOP \xff\xfb\x01") == (b"NOOP \xff\xfb\x01", b"")  # only before the verb
+    assert strip_telnet(b"\xff\xfa\x18 never ends") == (b"", b"")
+    with pytest.raises(FtpError) as err:
+        parse_line(b"MKD \xff\xfe\xc3(\r\n")
+    assert err.value.reply.code == 501
 
 
 def test_site_help_lists_exactly_the_site_commands() -> None:

@@ -491,7 +491,8 @@ def test_cli_workers_option(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "fsftpd", str(root), "--host", HOST, "--port", str(port),
                              "--workers", "2", "--log-level", "WARNING",
                              # no default account any more; any free passive port (not 30000-30009)
-                             "--user", "demo", "--password", "demo", "--passive-ports", "any"])
+                             "--user", "demo", "--password", "demo", "--passive-ports", "any"],
+                            env={**os.environ, "FSFTPD_METRICS_PORT": "0"})  # never the fixed 9100
     try:
         srv = Workers(proc, port)  # type: ignore[arg-type]
         assert wait_until(lambda: len(srv.worker_pids()) == 2, timeout=10)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +25,7 @@ HOME = "homes/alice/"
 
 class FakeClock:
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = time.time()  # compared with S3's timestamps
 
     def __call__(self) -> float:
         return self.now
@@ -68,6 +69,11 @@ async def read_all(io: S3PathIO, path: str) -> bytes:
 
 def open_uploads(endpoint: S3Endpoint, bucket: str) -> list[str]:
     return [u["Key"] for u in endpoint.boto().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def marker_keys(endpoint: S3Endpoint, bucket: str) -> list[str]:
+    reply = endpoint.boto().list_objects_v2(Bucket=bucket, Prefix=".fsftpd-uploads/")
+    return [item["Key"] for item in reply.get("Contents", [])]
 
 
 # -- options --------------------------------------------------------------------------------
@@ -197,7 +203,7 @@ async def test_resume_window_expires(s3_endpoint: S3Endpoint, bucket: str) -> No
     io = make_io(s3_endpoint, bucket, context, resume_ttl=600)
     await upload(io, "/t.bin", os.urandom(6 * MiB), commit=False)
     assert await io.size("/t.bin") == 5 * MiB
-    clock.now += 601
+    clock.now = time.time() + 601  # the marker's time is when the upload was cut
     with pytest.raises(FileNotFoundError):
         await io.size("/t.bin")
     await upload(io, "/other", b"o")  # any upload sweeps expired ones
@@ -223,12 +229,64 @@ async def test_delete_discards_an_interrupted_upload(s3io: S3PathIO, s3_endpoint
         await s3io.unlink("/d.bin")
 
 
-async def test_close_aborts_kept_uploads(s3_endpoint: S3Endpoint, bucket: str) -> None:
-    io = make_io(s3_endpoint, bucket)
-    await upload(io, "/c.bin", os.urandom(6 * MiB), commit=False)
+async def test_kept_uploads_outlive_the_process(s3_endpoint: S3Endpoint, bucket: str) -> None:
+    """The kept upload is in the bucket: a path-IO with nothing in common with the one
+    that was interrupted (its own client and registry, as another process or the same
+    server restarted) sees it and resumes it."""
+    data = os.urandom(11 * MiB)
+    first = make_io(s3_endpoint, bucket)
+    await upload(first, "/c.bin", data, commit=False)
+    await first.aclose()
     assert open_uploads(s3_endpoint, bucket) == [HOME + "c.bin"]
-    await io.aclose()
+    second = make_io(s3_endpoint, bucket)
+    assert second.client is not first.client and second.registry is not first.registry
+    held = await second.size("/c.bin")
+    assert held == 10 * MiB
+    assert await upload(second, "/c.bin", data[held:], offset=held) == len(data) - held
+    assert await read_all(second, "/c.bin") == data
     assert open_uploads(s3_endpoint, bucket) == []
+    assert marker_keys(s3_endpoint, bucket) == []
+    await second.aclose()
+
+
+async def test_other_tools_uploads_are_left_alone(s3_endpoint: S3Endpoint, bucket: str) -> None:
+    """A multipart upload fsftpd did not keep (another tool's, or one running on another
+    process) is never adopted, reported by SIZE, resumed or aborted."""
+    client = s3_endpoint.boto()
+    key = HOME + "foreign.bin"
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"f" * (5 * MiB))
+    clock = FakeClock()
+    context = StorageContext()
+    context.cache[REGISTRY_KEY] = UploadRegistry(clock=clock)
+    io = make_io(s3_endpoint, bucket, context, resume_ttl=60)
+    with pytest.raises(FileNotFoundError):
+        await io.size("/foreign.bin")
+    with pytest.raises(OSError) as info:
+        await upload(io, "/foreign.bin", b"x", offset=5 * MiB)  # not resumable: 554
+    assert info.value.errno == errno.ESPIPE
+    clock.now += 3600  # long past any resume time, and swept
+    await upload(io, "/foreign.bin", b"mine")
+    await io.unlink("/foreign.bin")
+    assert open_uploads(s3_endpoint, bucket) == [key]
+    parts = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["Parts"]
+    assert [p["Size"] for p in parts] == [5 * MiB]
+    client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    await io.aclose()
+
+
+async def test_markers_hidden_at_the_bucket_root(s3_endpoint: S3Endpoint, bucket: str) -> None:
+    io = S3PathIO.from_url(f"s3://{bucket}", storage_options=s3_endpoint.options(),
+                           context=StorageContext())
+    await upload(io, "/k.bin", os.urandom(6 * MiB), commit=False)
+    assert len(marker_keys(s3_endpoint, bucket)) == 1
+    assert [e.name async for e in io.list("/")] == []
+    with pytest.raises(PermissionError):
+        await io.stat("/.fsftpd-uploads")
+    assert await io.size("/k.bin") == 5 * MiB
+    await io.unlink("/k.bin")
+    assert marker_keys(s3_endpoint, bucket) == [] and open_uploads(s3_endpoint, bucket) == []
+    await io.aclose()
 
 
 async def test_one_writer_per_key(s3io: S3PathIO) -> None:
@@ -318,3 +376,63 @@ async def test_part_size_grows_without_losing_data(s3_endpoint: S3Endpoint, buck
     assert await read_all(io, "/g.bin") == data
     assert open_uploads(s3_endpoint, bucket) == []
     await io.aclose()
+
+
+# -- conditional writes: two writers of one key on different processes -------------------------
+@pytest.mark.parametrize("size", [100, 6 * MiB], ids=["put", "multipart"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+async def test_conditional_writes_refuse_the_later_writer(s3_endpoint: S3Endpoint, bucket: str,
+                                                          size: int, existing: bool) -> None:
+    """With conditional_writes, the upload that completes second (on another process:
+    separate clients and registries) fails with EBUSY (450) and leaves the first one's
+    object whole; without them the later one wins, also whole."""
+    if existing and size > MiB and s3_endpoint.name == "moto":
+        pytest.skip("moto ignores If-Match on CompleteMultipartUpload (SeaweedFS and AWS honour it)")
+    first_io = make_io(s3_endpoint, bucket, conditional_writes=True)
+    second_io = make_io(s3_endpoint, bucket, conditional_writes=True)
+    if existing:
+        await upload(first_io, "/c.bin", b"old")
+    one, two = os.urandom(size), os.urandom(size)
+    first = await first_io.open_write("/c.bin")
+    second = await second_io.open_write("/c.bin")
+    await first.write(one)
+    await second.write(two)
+    await first.commit()
+    with pytest.raises(OSError) as info:
+        await second.commit()
+    assert info.value.errno == errno.EBUSY
+    await second.abort()  # what the transfer layer does after a failed commit
+    assert await read_all(second_io, "/c.bin") == one
+    assert open_uploads(s3_endpoint, bucket) == [] and marker_keys(s3_endpoint, bucket) == []
+    # Without conditions: the later completion replaces the object whole.
+    plain_a, plain_b = make_io(s3_endpoint, bucket), make_io(s3_endpoint, bucket)
+    third, fourth = await plain_a.open_write("/c.bin"), await plain_b.open_write("/c.bin")
+    await third.write(two)
+    await fourth.write(one[::-1])
+    await third.commit()
+    await fourth.commit()
+    assert await read_all(plain_a, "/c.bin") == one[::-1]
+    for io in (first_io, second_io, plain_a, plain_b):
+        await io.aclose()
+
+
+async def test_sweep_aborts_expired_uploads_of_any_name(s3_endpoint: S3Endpoint, bucket: str) -> None:
+    """A process that never touches the name still aborts an expired kept upload (the
+    bucket sweep when an upload starts), and only fsftpd's."""
+    client = s3_endpoint.boto()
+    foreign = client.create_multipart_upload(Bucket=bucket, Key=HOME + "tool.bin")["UploadId"]
+    cut = make_io(s3_endpoint, bucket, resume_ttl=600)
+    await upload(cut, "/kept.bin", os.urandom(6 * MiB), commit=False)
+    await cut.aclose()
+    clock = FakeClock()
+    context = StorageContext()
+    context.cache[REGISTRY_KEY] = UploadRegistry(clock=clock)
+    other = make_io(s3_endpoint, bucket, context, resume_ttl=600)
+    await upload(other, "/first", b"1")  # swept now: nothing has expired yet
+    assert sorted(open_uploads(s3_endpoint, bucket)) == [HOME + "kept.bin", HOME + "tool.bin"]
+    clock.now = time.time() + 601
+    await upload(other, "/second", b"2")
+    assert open_uploads(s3_endpoint, bucket) == [HOME + "tool.bin"]
+    assert marker_keys(s3_endpoint, bucket) == []
+    client.abort_multipart_upload(Bucket=bucket, Key=HOME + "tool.bin", UploadId=foreign)
+    await other.aclose()

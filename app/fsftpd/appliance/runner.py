@@ -36,9 +36,10 @@ from typing import Any
 
 import fsftpd
 
-from . import logs
+from . import logs, sidecar
 from .settings import Settings, server_options
 from .users import UserSet
+from .values import split_hosts
 
 log = logging.getLogger("fsftpd.appliance")
 
@@ -180,8 +181,25 @@ def _stop_early(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM before serving: stop like SIGINT (the command exits 0)
 
 
+def raise_nofile() -> tuple[int, int]:
+    """Raise the soft descriptor limit to the hard one (the default soft limit, often 1024,
+    is far below what a busy server needs). Returns the (old, new) soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            return soft, soft
+    return soft, hard
+
+
 def serve(settings: Settings, userset: UserSet, reload: Reload) -> int:
     """Serve until SIGTERM/SIGINT; the exit code."""
+    old, new = raise_nofile()
+    if new != old:
+        log.info("descriptor limit raised from %d to %d", old, new)
     # Until the serving loop installs its own handlers, SIGTERM (podman stop right after
     # the start) stops the start cleanly instead of killing the process.
     signal.signal(signal.SIGTERM, _stop_early)
@@ -191,14 +209,48 @@ def serve(settings: Settings, userset: UserSet, reload: Reload) -> int:
             print(f"fsftpd: {line}", file=sys.stderr)
         return 2
     options = server_options(settings)
+    plan: tuple[sidecar.SidecarPlan, Setup] | None = None
     try:
         if settings.workers > 1:
             check_listen(settings.hosts(), settings.port)
+        plan = _metrics_sidecar(settings)
+        if settings.workers > 1:
             return _serve_workers(settings, userset, reload, options)
         return int(_run(lambda: _serve_one(settings, userset, reload, options)))
     except StartError as exc:
         print(f"fsftpd: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if plan is not None:
+            SETUP.remove(plan[1])
+            plan[0].close()
+
+
+def _metrics_sidecar(settings: Settings) -> tuple[sidecar.SidecarPlan, Setup] | None:
+    """FSFTPD_METRICS_*: the sidecar (/metrics, /healthz, /readyz) of every serving
+    process, through the per-worker setup seam; None when the port is 0 (off)."""
+    if settings.metrics_port == 0:
+        return None
+    hosts = split_hosts(settings.metrics_host) if settings.metrics_host else None
+    def problem(exc: OSError) -> StartError:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return StartError(f"FSFTPD_METRICS_PORT: cannot listen on {settings.metrics_host or '*'} "
+                          f"port {settings.metrics_port}: {reason}")
+
+    try:
+        plan = sidecar.SidecarPlan(host=hosts, port=settings.metrics_port, per_user=settings.metrics_per_user,
+                                   workers=settings.workers, lifecycle=lambda: LIFECYCLE.state)
+    except OSError as exc:
+        raise problem(exc) from None
+
+    async def setup(server: fsftpd.Server, index: int) -> None:
+        try:
+            await plan.setup(server, index)
+        except OSError as exc:  # the port was taken since the check
+            raise problem(exc) from None
+
+    add_setup(setup)
+    return plan, setup
 
 
 async def _setup(server: fsftpd.Server, index: int, reload: Reload, userset: UserSet) -> None:

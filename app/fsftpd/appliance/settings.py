@@ -23,7 +23,15 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, create_model, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -46,7 +54,8 @@ from .values import (
 
 PREFIX = "FSFTPD_"
 #: ServerConfig fields with a variable of their own below (not derived)
-SPECIAL = frozenset({"passive_ports", "masquerade_address", "storage_options", "tls_cert", "tls_key"})
+SPECIAL = frozenset({"passive_ports", "masquerade_address", "storage_options", "tls_cert", "tls_key",
+                     "ban_safelist"})
 #: variables whose value is secret: also read from <NAME>_FILE, never printed or logged
 SECRETS = ("FSFTPD_PASSWORD", "FTP_PASS", "FSFTPD_USERS", "FSFTPD_STORAGE_OPTIONS")
 #: botocore's variables for s3:// homes that may also come from <NAME>_FILE
@@ -81,10 +90,52 @@ DESCRIPTIONS: dict[str, str] = {
                                  "connection's TLS session",
     "tls_require_close_notify": "a protected upload counts only if ended by TLS close_notify",
     "tls_handshake_timeout": "bound on a TLS handshake (s)",
+    "passive_timeout": "an unused passive listener is closed after this (s)",
+    "passive_peer_check": "data connections only from the client's address (off: clients behind proxies)",
+    "active_mode": "allow PORT/EPRT (false: 502, passive only)",
+    "ban_threshold": "failed logins from one address within FSFTPD_BAN_WINDOW that ban it; none: no bans",
+    "ban_window": "the window in which failed logins are counted (s)",
+    "ban_time": "length of a first ban, doubled for each further one (s)",
+    "ban_time_max": "the longest ban (s)",
 }
+
+#: The appliance faces the internet: its defaults bound every wait and every count, as
+#: vsftpd's do (docs/security.md), where the library's defaults are None (no limit).
+#: ``auto``: derived from the descriptor limit at start (see :func:`server_options`).
+APPLIANCE_DEFAULTS: dict[str, Any] = {
+    "idle_timeout": 300.0,
+    "socket_timeout": 300.0,
+    "wait_future_timeout": 60.0,
+    "passive_timeout": 60.0,
+    "maximum_connections": "auto",
+    "maximum_connections_per_ip": 50,
+    "ban_threshold": 10,
+}
+#: descriptors one session may hold at once (control, passive listener, data, file) and
+#: those kept for the process itself (listeners, logs, storage clients)
+FDS_PER_SESSION = 4
+FDS_RESERVED = 64
+#: the ``auto`` connection cap per process never goes above this (vsftpd's max_clients)
+AUTO_CONNECTIONS_MAX = 2000
 
 # The environment a load reads (a copy of os.environ with the _FILE secrets filled in).
 _ENVIRON: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("fsftpd_environ")
+
+
+def _count_or_auto(value: Any) -> Any:
+    """A count >= 0, ``none`` (None) or ``auto``; one message for anything else."""
+    if value is None or value == "auto":
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError("must be an integer >= 0, none or auto") from None
+    if number < 0:
+        raise ValueError("must be an integer >= 0, none or auto")
+    return number
 
 
 def _server_config_fields() -> dict[str, Any]:
@@ -96,8 +147,12 @@ def _server_config_fields() -> dict[str, Any]:
         if f.name in SPECIAL:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
+        default = APPLIANCE_DEFAULTS.get(f.name, default)
         kind = hints[f.name]
         numeric = any(t in (int, float) for t in typing.get_args(kind) or (kind,))
+        if default == "auto":  # a count >= 0, none, or auto
+            kind = Annotated[int | str | None, BeforeValidator(_count_or_auto)]
+            numeric = False
         info = Field(default=default, description=DESCRIPTIONS.get(f.name, f"ServerConfig.{f.name}"),
                      ge=0 if numeric else None)
         made[f.name] = (kind, info)
@@ -152,6 +207,8 @@ class Settings(_Base):
     metrics_per_user: bool = Field(True, description="a user label on per-user metrics")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     log_format: str = Field("text", description="text or json")
+    ban_safelist: Annotated[str | None, NoDecode] = Field(
+        None, description="addresses and CIDR networks never banned, comma-separated")
     # -- storage
     home: str = Field("./ftp-data", description="default home: a path, file://, memory://, s3://bucket/prefix")
     storage_options: Annotated[dict[str, Any], NoDecode] = Field(
@@ -188,6 +245,17 @@ class Settings(_Base):
     def _ports_text(cls, value: Any) -> Any:
         if isinstance(value, str):
             parse_port_range(value)  # raises ValueError with the reason
+        return value
+
+    @field_validator("ban_safelist", mode="before")
+    @classmethod
+    def _safelist(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            for item in split_list(value):
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an address or a CIDR network") from None
         return value
 
     @field_validator("storage_options", mode="before")
@@ -412,6 +480,8 @@ def server_options(s: Settings) -> dict[str, Any]:
     for f in dataclasses.fields(fsftpd.ServerConfig):
         if f.name not in SPECIAL:
             options[f.name] = getattr(s, f.name)
+    if options["maximum_connections"] == "auto":
+        options["maximum_connections"] = auto_connections(s.workers)
     ports = s.port_range()
     if ports is not None and s.replicas > 1:
         ports = replica_ports(ports, s.replicas, s.replica())
@@ -423,4 +493,24 @@ def server_options(s: Settings) -> dict[str, Any]:
     options["storage_options"] = dict(s.storage_options)
     options["tls_cert"] = s.tls_cert
     options["tls_key"] = s.tls_key
+    options["ban_safelist"] = split_list(s.ban_safelist or "")
     return options
+
+
+def split_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def auto_connections(workers: int, nofile: int | None = None) -> int:
+    """The ``auto`` connection cap: what the descriptor limit (``nofile``, default: this
+    process's soft RLIMIT_NOFILE) lets every worker serve before it runs out, so a flood
+    gets 421 instead of "Too many open files"; at most :data:`AUTO_CONNECTIONS_MAX` per worker."""
+    if nofile is None:
+        import resource
+
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if nofile == resource.RLIM_INFINITY:
+            nofile = 1 << 20
+    per_worker = max(1, (nofile - FDS_RESERVED) // FDS_PER_SESSION)
+    return workers * min(AUTO_CONNECTIONS_MAX, per_worker)

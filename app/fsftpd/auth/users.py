@@ -8,6 +8,7 @@ No matching permission means no access.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -80,7 +81,7 @@ class User:
             return True
         if self.password_check is not None:
             return self.password_check(self.password, password)
-        return hmac.compare_digest(self.password.encode(), password.encode())
+        return same_secret(self.password, password)
 
     @property
     def slow_password(self) -> bool:
@@ -110,6 +111,17 @@ class User:
     def can_write(self, path: str) -> bool:
         perm = self.access(path)
         return perm is not None and perm.writable
+
+
+def same_secret(stored: str, typed: str) -> bool:
+    """Constant-time comparison that does not even leak the stored password's length (the
+    digests compared always have the same size)."""
+    return hmac.compare_digest(hashlib.sha256(stored.encode("utf-8", "surrogateescape")).digest(),
+                               hashlib.sha256(typed.encode("utf-8", "surrogateescape")).digest())
+
+
+#: what an unknown user's password is compared with when no user has a slow check
+_DECOY = "fsftpd-no-such-user"
 
 
 class SessionCounter(Protocol):
@@ -155,6 +167,17 @@ class UserManager:
         if user is None and self._anonymous is not None and anonymous_name:
             return self._anonymous
         return user
+
+    async def verify_unknown(self, password: str) -> bool:
+        """The cost of checking ``password`` for a user that does not exist: a check like a
+        configured user's (a hash verification in a thread if any user has one), whose result
+        is ignored. Always False."""
+        decoy = next((u for u in self.users if u.slow_password), None)
+        if decoy is not None:
+            await decoy.verify_password(password)
+        else:
+            same_secret(_DECOY, password)
+        return False
 
     def needs_password(self, user: User) -> bool:
         return user.login is not None and user.password is not None

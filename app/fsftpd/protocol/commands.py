@@ -44,6 +44,9 @@ class CommandSpec:
 class Command:
     verb: str
     arg: str
+    #: Telnet negotiation to send back before the reply (refusals, RFC 854); a command with
+    #: an empty ``verb`` was only negotiation and gets no reply of its own
+    telnet: bytes = b""
 
     def __str__(self) -> str:
         if self.verb == "PASS":
@@ -134,8 +137,46 @@ NOT_IMPLEMENTED = frozenset(
     {"ACCT", "ADAT", "SMNT", "LPRT", "LPSV", "MIC", "CONF", "ENC"}
 )
 
-# RFC 959 Telnet IAC sequences clients may send before ABOR (IP, Synch).
-_TELNET_NOISE = bytes([0xFF, 0xF4, 0xF2, 0xFD, 0xFB, 0xFC, 0xFE])
+# Telnet (RFC 854): IAC and the commands that follow it.
+IAC, DONT, DO, WONT, WILL, SB, SE = 0xFF, 0xFE, 0xFD, 0xFC, 0xFB, 0xFA, 0xF0
+#: a stray Synch (Data Mark) or Interrupt Process byte some clients send before ABOR
+#: without its IAC (the urgent byte of an RFC 959 4.1.3 abort, read inline)
+_STRAY = b"\xf2\xf4"
+_PREFIX = (b"\xff", b"\xf2", b"\xf4")
+
+
+def strip_telnet(line: bytes) -> tuple[bytes, bytes]:
+    """The line without the Telnet commands before its verb, and the refusals to send back:
+    an FTP server supports no Telnet option, so ``IAC WILL x`` gets ``IAC DONT x`` and
+    ``IAC DO x`` gets ``IAC WONT x`` (RFC 854's "refuse and go on"); WONT/DONT need no
+    answer; a subnegotiation ``IAC SB ... IAC SE`` and two-byte commands (IP, DM, NOP...)
+    are dropped. Only the start of the line is read this way: an IAC inside the argument
+    stays (it is not valid UTF-8, so the command gets 501, never a changed file name)."""
+    answer = bytearray()
+    i, n = 0, len(line)
+    while i < n:
+        if line[i] in _STRAY:
+            i += 1
+            continue
+        if line[i] != IAC:
+            break
+        command = line[i + 1] if i + 1 < n else None
+        if command is None or command == IAC:
+            break  # a lone IAC, or IAC IAC (a data byte 255): no command here
+        if command in (WILL, WONT, DO, DONT):
+            if i + 2 < n:
+                option = line[i + 2]
+                if command == WILL:
+                    answer += bytes((IAC, DONT, option))
+                elif command == DO:
+                    answer += bytes((IAC, WONT, option))
+            i += 3
+        elif command == SB:
+            end = line.find(bytes((IAC, SE)), i + 2)
+            i = n if end < 0 else end + 2
+        else:
+            i += 2
+    return line[i:], bytes(answer)
 
 
 def parse_line(raw: bytes) -> Command:
@@ -143,11 +184,16 @@ def parse_line(raw: bytes) -> Command:
 
     Raises FtpError(500) for an unparsable line and FtpError(501) for invalid UTF-8.
     The argument keeps inner spaces verbatim: file names may contain them (RFC 959 says
-    the argument is everything after the single space following the verb).
+    the argument is everything after the single space following the verb). Telnet
+    commands are removed (see :func:`strip_telnet`); a line that held only Telnet
+    negotiation to refuse is a Command with an empty verb (and no reply of its own).
     """
     line = raw.rstrip(b"\r\n")
-    if b"\xff" in line:
-        line = bytes(b for b in line if b not in _TELNET_NOISE)
+    telnet = b""
+    if line[:1] in _PREFIX:
+        line, telnet = strip_telnet(line)
+        if telnet and not line.strip():
+            return Command("", "", telnet)
     if len(line) > MAX_LINE:
         raise FtpError(500, "Command line too long")
     verb_bytes, _, arg_bytes = line.partition(b" ")
@@ -160,7 +206,7 @@ def parse_line(raw: bytes) -> Command:
         raise FtpError(501, "Invalid UTF-8 in argument (RFC 2640 requires UTF-8)") from exc
     if "\x00" in arg:
         raise FtpError(501, "NUL character in argument")
-    return Command(verb, arg)
+    return Command(verb, arg, telnet)
 
 
 def lookup(command: Command) -> CommandSpec:

@@ -21,6 +21,9 @@ class ServerConfig:
     path_timeout: float | None = None
     idle_timeout: float | None = None
     wait_future_timeout: float | None = 1
+    #: a passive listener (PASV/EPSV) that no transfer command uses within this many seconds
+    #: is closed, so idle clients cannot hold the passive port range
+    passive_timeout: float | None = None
     read_speed_limit: float | None = None
     write_speed_limit: float | None = None
     read_speed_limit_per_connection: float | None = None
@@ -62,3 +65,17 @@ class ServerConfig:
     tls_require_close_notify: bool = False
     #: bound on a TLS handshake, control or data (s)
     tls_handshake_timeout: float = 30.0
+    #: accept a passive data connection only from the control connection's address (off
+    #: only for clients behind proxies that connect from another address)
+    passive_peer_check: bool = True
+    #: allow PORT/EPRT; False answers them 502 (passive mode only)
+    active_mode: bool = True
+    #: failed logins from one address within ``ban_window`` seconds that ban it (421 at
+    #: connect) for ``ban_time`` seconds, doubling for each further ban up to
+    #: ``ban_time_max``; None: no bans. Counted across sessions and worker processes.
+    ban_threshold: int | None = None
+    ban_window: float = 600.0
+    ban_time: float = 600.0
+    ban_time_max: float = 86400.0
+    #: addresses and CIDR networks that are never banned
+    ban_safelist: Sequence[str] = ()

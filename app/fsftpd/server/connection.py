@@ -33,13 +33,26 @@ from ..transfer.data import PassiveListener, connect_active
 from ..transfer.throttle import Throttle, TokenBucket
 from ..transfer.tls import TlsDataSocket
 from .control import ControlChannel, LineTooLong
-from .events import CommandDone, SessionEnded, SessionStarted, TransferFinished, TransferProgress
+from .events import CommandDone, SessionEnded, SessionStarted, ThrottleWait, TransferFinished
+from .meter import TransferMeter
 
 if TYPE_CHECKING:
     from .server import Server
 
 log = logging.getLogger("fsftpd.session")
 T = TypeVar("T")
+
+#: After the data connection of an upload closes, the control connection is watched for
+#: 1/CLOSE_GRACE_RATIO of the upload's time (at most CLOSE_GRACE_MAX seconds; none under
+#: CLOSE_GRACE_MIN) before the upload is committed. A client killed mid-upload has both
+#: connections closed by its kernel in an order the kernel picks (recent Linux: the data
+#: connection first, tens of microseconds before the control connection, more when the
+#: dying process is preempted); without the wait the server can see the data connection's
+#: end alone and commit the partial upload. The wait costs at most 1% of an upload's time,
+#: and nothing to the short uploads of a mirror of small files.
+CLOSE_GRACE_RATIO = 100
+CLOSE_GRACE_MIN = 0.001
+CLOSE_GRACE_MAX = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +99,7 @@ class Connection:
         "_abort_requested",
         "_buckets",
         "_committing",
+        "_ending",
         "_idle_timer",
         "_local_host",
         "_main",
@@ -135,6 +149,7 @@ class Connection:
         self.transfer: asyncio.Task[None] | None = None
         self._abort_requested = False
         self._committing = False  # the upload is all in; storage is making it visible
+        self._ending = False  # the transfer's outcome is decided; it is cleaning up, replying
         self._shutting_down = False
         self.closing = False
         self.started = time.monotonic()
@@ -354,6 +369,10 @@ class Connection:
         reply: Reply | None
         try:
             command = parse_line(line)
+            if command.telnet or not command.verb:
+                self._telnet(command)
+                if not command.verb:
+                    return
             verb = command.verb
             spec = lookup(command)
             if self.transfer is not None and not self.transfer.done() and not spec.during_transfer:
@@ -382,6 +401,11 @@ class Connection:
         if reply is not None:
             await self.reply(reply)
             self._command_done(verb, reply, started)
+
+    def _telnet(self, command: Command) -> None:
+        """Refuse the Telnet options the line asked for (RFC 854); no reply of its own."""
+        if command.telnet and not self.transport.is_closing():
+            self.transport.write(command.telnet)
 
     def _error_reply(self, exc: Exception, verb: str) -> Reply:
         if isinstance(exc, FtpError):
@@ -429,6 +453,11 @@ class Connection:
         reply: Reply | None
         try:
             command = parse_line(line)
+            if not command.verb:  # only Telnet negotiation: refuse it, no reply
+                self._telnet(command)
+                return True
+            if command.telnet:
+                return False  # rare: the task serves the line (and answers the Telnet part once)
             verb = command.verb
             spec = lookup(command)
             if spec.login and not self.session.logged_in:
@@ -544,6 +573,9 @@ class Connection:
         try:
             if self.passive is not None:
                 listener, self.passive = self.passive, None
+                if listener.expiry is not None:
+                    listener.expiry.cancel()  # in use now: its timeout no longer applies
+                    listener.expiry = None
                 try:
                     ready = listener.accept_ready()
                     if ready is not None:
@@ -595,7 +627,15 @@ class Connection:
             chosen = [limits.read_bucket, read]
             if self.user is not None:
                 chosen += [server.user_buckets(self.user)[0], user_read]
-        return Throttle(chosen)
+        events = server.events
+        if not events.observers:
+            return Throttle(chosen)
+        user = self.user_name
+
+        def waited(seconds: float) -> None:
+            events.emit(ThrottleWait(user, direction, seconds))
+
+        return Throttle(chosen, on_wait=waited)
 
     def start_transfer(
         self,
@@ -609,13 +649,18 @@ class Connection:
         fail: Callable[[], Awaitable[None]] | None = None,
         release: Callable[[], Awaitable[None]] | None = None,
         success: Reply | None = None,
+        meter: TransferMeter | None = None,
     ) -> None:
         """Run the data phase in a task: 150, data connection, copy, ``finish`` (commit),
-        226. On any failure ``fail`` (abort the upload) runs and the error is replied."""
+        226. On any failure ``fail`` (abort the upload) runs and the error is replied.
+        ``meter``: the :meth:`progress` the data phase counts its bytes with."""
         self.require_data_channel()
         self.check_data_protection()
+        if meter is None:
+            meter = self.progress(direction)
         self.transfer = asyncio.create_task(
-            self._transfer(verb, path, direction, data_phase, preliminary, finish, fail, release, success),
+            self._transfer(verb, path, direction, data_phase, preliminary, finish, fail, release, success,
+                           meter),
             name=f"fsftpd-transfer-{self.id}",
         )
 
@@ -630,66 +675,101 @@ class Connection:
         fail: Callable[[], Awaitable[None]] | None,
         release: Callable[[], Awaitable[None]] | None,
         success: Reply | None,
+        meter: TransferMeter,
     ) -> None:
+        """One transfer, start to end. Whatever ends it (success, error, ABOR, the client
+        vanishing, a cancel arriving during the cleanup), it ends with exactly one reply
+        attempt, one TransferFinished event and one log line, carrying ``meter.total``."""
         started = time.perf_counter()
-        moved = 0
         sock: socket.socket | TlsDataSocket | None = None
         reply = success or Reply(226, "Transfer complete")
         ok = False
-        cancelled: asyncio.CancelledError | None = None
+        outside: asyncio.CancelledError | None = None  # a cancel that is not ours: re-raised
+        self._ending = False
         try:
             await self.reply(preliminary)
             sock = await self._open_data()
             if self.session.protect_data:
                 sock = await self._secure_data(sock)
                 # The copy loops see the socket API they use (see transfer/tls.py).
-                moved = await data_phase(cast(socket.socket, sock))
+                meter.settle(await data_phase(cast(socket.socket, sock)))
                 await self._end_tls_data(sock, direction)
             else:
-                moved = await data_phase(sock)
+                meter.settle(await data_phase(sock))
                 if direction == "upload":
                     self._check_clean_close(sock)
+            if direction == "upload":
+                grace = min((time.perf_counter() - started) / CLOSE_GRACE_RATIO, CLOSE_GRACE_MAX)
+                if grace >= CLOSE_GRACE_MIN:
+                    await asyncio.sleep(grace)
+                if self.channel.peer_closed():
+                    # The client cannot learn the result: dropping the upload is the only
+                    # outcome its last reply (150) and the storage can agree on.
+                    raise FtpError(426, "Transfer aborted: control connection closed before commit")
             if finish is not None:
+                # From here on ABOR and the session's end wait for the transfer instead of
+                # cancelling it: a cancelled await would not stop storage from finishing
+                # the commit, and the reply would say 426 about a file that was replaced.
                 self._committing = True
                 try:
                     await self.storage(finish())
                 finally:
+                    self._ending = True
                     self._committing = False
             ok = True
         except asyncio.CancelledError as exc:
             reply = reply_for_exception(TransferAborted())
-            task = asyncio.current_task()
-            if self._abort_requested and task is not None:
-                task.uncancel()  # our own ABOR: handled here, the task ends normally
-            else:
-                cancelled = exc  # server shutdown: clean up, then let it propagate
+            outside = self._own_cancel(exc)
         except (FtpError, DataConnectionError) as exc:
             reply = reply_for_exception(exc)
         except Exception as exc:
             reply = reply_for_exception(exc)
             log.warning("session %d: %s %s failed: %r", self.id, verb, path, exc)
-        # Cleanup runs on every path: an aborted upload must never stay half-written.
+        # Cleanup runs on every path: an aborted upload must never stay half-written. The
+        # outcome is decided: ABOR and the session's end now wait rather than cancel, and
+        # a cancel from elsewhere skips neither a step nor the report.
+        self._ending = True
         if sock is not None:
             sock.close()
         if not ok and fail is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.storage(fail()))
+            outside = await self._step(self.storage(fail()), outside)
         if release is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(release())
-        with contextlib.suppress(Exception):
-            await self.reply(reply)
+            outside = await self._step(release(), outside)
+        outside = await self._step(self.reply(reply), outside)
         events = self.server.events
         if events.observers:
             events.emit(TransferFinished(
-                self.id, self.user_name, verb, path, direction, moved,
+                self.id, self.user_name, verb, path, direction, meter.total,
                 time.perf_counter() - started, ok, reply.code,
             ))
         if log.isEnabledFor(logging.INFO):
-            log.info("session %d: %s %s %s bytes -> %s", self.id, verb, path, moved, reply)
+            log.info("session %d: %s %s %s bytes -> %d", self.id, verb, path, meter.total, reply.code)
         self.transfer_done()
-        if cancelled is not None:
-            raise cancelled
+        if outside is not None:
+            raise outside
+
+    async def _step(self, awaitable: Awaitable[object],
+                    outside: asyncio.CancelledError | None) -> asyncio.CancelledError | None:
+        """One cleanup step; its failure is dropped (the transfer's reply is decided).
+        Returns ``outside`` or a cancel that is not ours, to be re-raised at the end.
+        Awaited directly, not in a task of its own: nothing of ours cancels now."""
+        try:
+            await awaitable
+        except asyncio.CancelledError as exc:
+            return outside or self._own_cancel(exc)
+        except Exception:
+            pass
+        return outside
+
+    def _own_cancel(self, exc: asyncio.CancelledError) -> asyncio.CancelledError | None:
+        """A cancel of the transfer task: ours (ABOR, the session ending) is absorbed here
+        and the task ends normally; any other (server shutdown) is returned, to be
+        re-raised once the transfer is cleaned up and reported."""
+        task = asyncio.current_task()
+        if self._abort_requested and task is not None:
+            task.uncancel()
+            return None
+        return exc
 
     async def _end_tls_data(self, tls: TlsDataSocket, direction: str) -> None:
         """The end of a protected data phase. A download or listing sends close_notify
@@ -715,26 +795,21 @@ class Connection:
         if err:
             raise DataConnectionError(f"connection reset by client (errno {err})")
 
-    def progress(self, direction: str) -> Callable[[int], None]:
-        events = self.server.events
-        if not events.observers:
-            return _ignore
-        user = self.user_name
-
-        def report(n: int) -> None:
-            events.emit(TransferProgress(user, direction, n))
-
-        return report
+    def progress(self, direction: str) -> TransferMeter:
+        """A new transfer's byte counter (it also emits the TransferProgress events);
+        pass it to :meth:`start_transfer` as ``meter``."""
+        return TransferMeter(self.server.events, self.user_name, direction)
 
     async def abort_transfer(self) -> bool:
         """ABOR: stop the running transfer (it replies 426). True if one was running."""
         task = self.transfer
         if task is None or task.done():
             return False
-        if self._committing:
-            # Every byte arrived and storage is committing the upload: too late to abort
-            # (cancelling now could report 426 for a file that is committed anyway). Let
-            # it finish and send its own reply; ABOR then finds nothing to abort.
+        if self._committing or self._ending:
+            # Every byte arrived and storage is committing the upload, or the transfer has
+            # its outcome and is replying: too late to abort (cancelling now could report
+            # 426 for a file that is committed anyway). Let it finish and send its own
+            # reply; ABOR then finds nothing to abort.
             await asyncio.wait([task])
             return False
         self._abort_requested = True
@@ -758,7 +833,8 @@ class Connection:
         task = self.transfer
         if task is not None and not task.done():
             self._abort_requested = True
-            task.cancel()
+            if not (self._committing or self._ending):
+                task.cancel()  # else too late: the transfer has its outcome (see _transfer)
             with contextlib.suppress(BaseException):
                 await task
         self._release()
@@ -795,6 +871,3 @@ class Connection:
 def _idle_reply(idle: float) -> Reply:
     return Reply(421, f"Idle timeout ({idle:g} s), closing control connection")
 
-
-def _ignore(_: int) -> None:
-    return None

@@ -7,6 +7,7 @@ Invariant: the receive buffer never holds more than about twice ``LINE_LIMIT`` b
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import TYPE_CHECKING, cast
 
 from ..protocol.commands import MAX_LINE
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
 
 #: the longest line accepted, CRLF included (longer ones get 500 and are discarded)
 LINE_LIMIT = MAX_LINE + 4
+
+
+#: the poll event that tells the client shut its side down (0 where the OS has none)
+_PEER_GONE: int = getattr(select, "POLLRDHUP", 0)
 
 
 class LineTooLong(Exception):
@@ -39,6 +44,7 @@ class ControlChannel(asyncio.Protocol):
         "_discarding",
         "_drain_waiter",
         "_eof",
+        "_peer_gone",
         "_read_paused",
         "_waiter",
         "_write_paused",
@@ -53,6 +59,7 @@ class ControlChannel(asyncio.Protocol):
         self._buffer = bytearray()
         self._waiter: asyncio.Future[None] | None = None
         self._eof = False  # the client closed (or the connection was lost)
+        self._peer_gone = False  # the client's EOF or reset reached this protocol
         self._discarding = False  # dropping the rest of an over-long line
         self._read_paused = False
         self._write_paused = False
@@ -91,7 +98,7 @@ class ControlChannel(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
-        self._eof = True
+        self._eof = self._peer_gone = True
         self._wake()
         # Keep the write side open: replies to lines already read still go out. (A TLS
         # transport closes anyway after the peer's close; asyncio warns if asked not to.)
@@ -99,7 +106,7 @@ class ControlChannel(asyncio.Protocol):
         return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
+        self._eof = self._peer_gone = True
         self._wake()
         drain = self._drain_waiter
         if drain is not None and not drain.done():
@@ -183,6 +190,24 @@ class ControlChannel(asyncio.Protocol):
         self._buffer.clear()
         self._maybe_resume()
         return dropped
+    def peer_closed(self) -> bool:
+        """Whether the client has closed or reset the control connection: already seen
+        here, or waiting in the kernel (a FIN or RST that arrived while its callback has
+        not run yet; one ``poll`` with no wait). An upload asks this right before it is
+        committed: a client that is gone cannot learn the result, so its upload is dropped
+        (docs/engine.md, "A vanished client never replaces a file")."""
+        transport = self.transport
+        if self._peer_gone or transport is None or transport.is_closing():
+            return True
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0 or not hasattr(select, "poll"):
+            return False
+        poller = select.poll()
+        # POLLRDHUP (Linux): the peer shut its sending side down, even with bytes still
+        # unread; POLLHUP and POLLERR (always reported): both sides down, or a reset.
+        poller.register(fd, _PEER_GONE)
+        return any(events & (_PEER_GONE | select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
     def stop_reading(self) -> None:
         """No further line is read: :meth:`read_line` returns None from now on."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Iterable, Sequence
@@ -17,11 +19,15 @@ from typing import TYPE_CHECKING, Any
 from ..auth.users import TLS_POLICIES, User, UserManager
 from ..protocol.replies import Reply
 from ..storage.base import AbstractPathIO, StorageContext
-from ..storage.factory import PathIOFactory, adapt_factory, open_home
+from ..storage.factory import PathIOFactory, adapt_factory, open_home, scheme_of
+from ..storage.timed import TimedPathIO
 from ..transfer.copy import Deadlines
+from ..transfer.data import dynamic_port_count
 from ..transfer.throttle import TokenBucket
 from ..transfer.tls import make_context, reload_context
 from . import handlers  # noqa: F401  (registers the command handlers)
+from .acceptor import Acceptor, listen_sockets
+from .bans import BanPolicy, BanTable, Safelist
 from .config import ServerConfig
 from .connection import Connection
 from .control import ControlChannel
@@ -34,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fsftpd.server")
 
 
-TIMEOUTS = ("socket_timeout", "path_timeout", "idle_timeout", "wait_future_timeout")
+TIMEOUTS = ("socket_timeout", "path_timeout", "idle_timeout", "wait_future_timeout", "passive_timeout")
 
 
 class Limits:
@@ -130,6 +136,11 @@ class Server:
         _check_passive_ports(self.config.passive_ports)
         self.tls_context = _tls_context(self.config)
         self.passive_address = PassiveAddress(self.config.masquerade_address)
+        policy = BanPolicy(self.config.ban_threshold, self.config.ban_window, self.config.ban_time,
+                           self.config.ban_time_max)
+        safelist = Safelist(self.config.ban_safelist)
+        #: failed-login bans (shared by the workers of run_workers)
+        self.bans = BanTable(policy, safelist) if shared is None else shared.ban_table(policy, safelist)
         self.limits: Limits | SharedLimits = (
             Limits(self.config) if shared is None else shared.make_limits(self.config))
         # One Deadlines for every transfer: the timeouts are fixed for the server's life.
@@ -144,8 +155,10 @@ class Server:
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
-        self._servers: list[asyncio.Server] = []
-        self._implicit: list[asyncio.Server] = []
+        self._acceptors: list[Acceptor] = []
+        self._connecting: set[asyncio.Task[None]] = set()  # transports being set up
+        self._stopped: asyncio.Future[None] | None = None  # serve_forever's end
+        self._implicit: list[Acceptor] = []  # implicit FTPS listeners
         # Session ids: with workers, worker i of n numbers i+1, i+1+n, i+1+2n... so ids
         # are unique across the workers (a restarted worker starts its sequence again).
         self._ids = (itertools.count(1) if shared is None
@@ -161,38 +174,47 @@ class Server:
         if host is None and port == 0:
             # One start_server(None, 0) would give each address family its own free port.
             hosts = ["0.0.0.0", "::"]
-        kwargs.setdefault("backlog", 1024)
+        unknown = set(kwargs) - {"backlog", "reuse_port"}
+        if unknown:
+            raise TypeError(f"unknown start() option(s): {', '.join(sorted(unknown))}")
+        backlog = int(kwargs.get("backlog", 1024))
+        reuse_port = bool(kwargs.get("reuse_port", False))
         loop = self._loop = asyncio.get_running_loop()
         await self.passive_address.refresh()
         for item in hosts:
             try:
-                srv = await loop.create_server(self._new_channel, item, port, **kwargs)
+                socks = listen_sockets(item, port, backlog=backlog, reuse_port=reuse_port)
             except OSError:
-                if host is None and item == "::" and self._servers:
+                if host is None and item == "::" and self._acceptors:
                     continue  # no IPv6 on this machine: IPv4 alone, as start_server(None) does
                 raise
-            self._servers.append(srv)
+            for sock in socks:
+                _tune_listener(sock)
+                self._acceptors.append(Acceptor(sock, loop, self._accepted))
             if port == 0:
-                port = srv.sockets[0].getsockname()[1]
+                port = socks[0].getsockname()[1]
+        for acceptor in self._acceptors:
+            acceptor.start()
+            log.info("listening on %s", acceptor.sock.getsockname()[:2])
         implicit = self.config.implicit_tls_port
         if implicit is not None and self.tls_context is not None:
+            # Implicit FTPS goes through the same acceptors (limits, bans, descriptor
+            # back-off); the handshake is started when the transport is made.
             for item in hosts:
                 try:
-                    srv = await loop.create_server(
-                        self._new_channel, item, implicit, ssl=self.tls_context,
-                        ssl_handshake_timeout=self.config.tls_handshake_timeout, **kwargs)
+                    socks = listen_sockets(item, implicit, backlog=backlog, reuse_port=reuse_port)
                 except OSError:
                     if host is None and item == "::" and self._implicit:
                         continue
                     raise
-                self._implicit.append(srv)
+                for sock in socks:
+                    _tune_listener(sock)
+                    self._implicit.append(Acceptor(sock, loop, self._accepted_tls))
                 if implicit == 0:
-                    implicit = srv.sockets[0].getsockname()[1]
-        for srv in self._servers + self._implicit:
-            for sock in srv.sockets:
-                _tune_listener(sock)
-                log.info("listening on %s%s", sock.getsockname()[:2],
-                         " (implicit FTPS)" if srv in self._implicit else "")
+                    implicit = socks[0].getsockname()[1]
+            for acceptor in self._implicit:
+                acceptor.start()
+                log.info("listening on %s (implicit FTPS)", acceptor.sock.getsockname()[:2])
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -206,7 +228,7 @@ class Server:
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) of the first listening socket."""
-        sock = self._servers[0].sockets[0]
+        sock = self._acceptors[0].sock
         host, port = sock.getsockname()[:2]
         return host, port
 
@@ -215,12 +237,8 @@ class Server:
         """(host, port) of the first implicit FTPS listener, or None without one."""
         if not self._implicit:
             return None
-        host, port = self._implicit[0].sockets[0].getsockname()[:2]
+        host, port = self._implicit[0].sock.getsockname()[:2]
         return host, port
-
-    @property
-    def sockets(self) -> list[socket.socket]:
-        return [s for srv in self._servers + self._implicit for s in srv.sockets]
 
     def reload_tls(self) -> None:
         """Read the certificate and key files (``tls_cert``, ``tls_key``) again, e.g. on
@@ -236,19 +254,46 @@ class Server:
         log.info("TLS certificate reloaded from %s", config.tls_cert)
 
     @property
+    def listening(self) -> bool:
+        """True from the moment :meth:`start` listens until :meth:`close` begins."""
+        return bool(self._acceptors) and not self._closing
+
+    def passive_ports(self) -> tuple[int, int]:
+        """(in use, available) passive ports of this process: listeners opened by PASV/EPSV
+        and not yet connected, and the rest of ``passive_ports`` (without a range: of the
+        operating system's dynamic port range). Counted when asked, not kept up to date."""
+        in_use = sum(1 for conn in self.connections if conn.passive is not None)
+        ports = self.config.passive_ports
+        total = len(ports) if ports else dynamic_port_count()
+        return in_use, max(0, total - in_use)
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [a.sock for a in self._acceptors + self._implicit]
+
+    @property
     def closing(self) -> bool:
         """True once :meth:`close` was called (the server is draining or closed)."""
         return self._closing
 
     async def serve_forever(self) -> None:
-        await asyncio.gather(*(srv.serve_forever() for srv in self._servers))
+        """Wait until :meth:`close` (the server accepts from :meth:`start` on)."""
+        if self._stopped is None:
+            self._stopped = self.loop.create_future()
+        await asyncio.shield(self._stopped)
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop listening, let running transfers finish (up to ``shutdown_timeout``), send
         421 to idle sessions, then cut off whatever is left."""
         self._closing = True
-        for srv in self._servers + self._implicit:
-            srv.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
+        self._acceptors.clear()
+        for acceptor in self._implicit:
+            acceptor.close()
+        self._implicit.clear()
+        if self._connecting:
+            await asyncio.wait(set(self._connecting), timeout=5)
         for conn in list(self.connections):
             conn.request_shutdown()
         pending = set(self._tasks)
@@ -259,11 +304,8 @@ class Server:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
-        for srv in self._servers + self._implicit:
-            with contextlib.suppress(Exception):
-                await srv.wait_closed()
-        self._servers.clear()
-        self._implicit.clear()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
         await self.passive_address.close()
         for _, io in self._path_ios.values():
             with contextlib.suppress(Exception):
@@ -292,25 +334,73 @@ class Server:
     def _new_channel(self) -> ControlChannel:
         return ControlChannel(self)
 
+    def _accepted_tls(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """The implicit FTPS acceptor's hand-over: as :meth:`_accepted`, with TLS."""
+        self._accepted(sock, address, tls=True)
+
+    def _accepted(self, sock: socket.socket, address: tuple[str, int], tls: bool = False) -> None:
+        """The acceptor's hand-over. A refused connection gets its 421 and is closed right
+        here, without a transport or a task (a flood costs little and holds no descriptor);
+        an admitted one is counted now and gets a transport and a ControlChannel, whose
+        connection_made calls :meth:`on_channel`."""
+        ip = address[0]
+        refusal = self._refusal(ip)
+        if refusal is not None:
+            self._refuse(sock, f"{ip}:{address[1]}", *refusal)
+            return
+        self._per_ip[ip] += 1  # this process's own count (the shared one is in _refusal)
+        sock.setblocking(False)
+        task = self.loop.create_task(self._connect(sock, ip, tls))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    def _refuse(self, sock: socket.socket, peer: str, reason: str, message: str) -> None:
+        self.events.emit(ConnectionRefused(peer, reason))
+        # A banned address that keeps connecting must not flood the log (the ban itself
+        # was logged once, and the event counts every refusal).
+        log.log(logging.DEBUG if reason == "banned" else logging.WARNING,
+                "refusing %s: %s", peer.rpartition(":")[0], message)
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(Reply(421, message).encode())  # a new socket's buffer takes it whole
+        sock.close()
+
+    async def _connect(self, sock: socket.socket, ip: str, tls: bool = False) -> None:
+        try:
+            if tls and self.tls_context is not None:
+                await self.loop.connect_accepted_socket(
+                    self._new_channel, sock, ssl=self.tls_context,
+                    ssl_handshake_timeout=self.config.tls_handshake_timeout)
+            else:
+                await self.loop.connect_accepted_socket(self._new_channel, sock)
+        except Exception as exc:
+            sock.close()
+            self._forget(ip)
+            log.info("a new connection was lost while it was set up: %r", exc)
+
+    def _forget(self, ip: str) -> None:
+        """Undo the counts of an admitted connection (its session ended, or never began)."""
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+        if self.shared is not None:
+            self.shared.close(ip)
+
     def on_channel(self, channel: ControlChannel) -> None:
-        """A control connection was accepted: refuse it (421) or start its session task."""
+        """An admitted connection has its transport: start its session (421 if the server
+        began closing meanwhile)."""
         transport = channel.transport
         assert transport is not None
         peer = transport.get_extra_info("peername") or ("?", 0)
-        ip = peer[0]
-        refusal = self._refusal(ip)
-        if refusal is not None:
-            reason, message = refusal
-            self.events.emit(ConnectionRefused(f"{ip}:{peer[1]}", reason))
-            log.warning("refusing %s: %s", ip, message)
+        if self._closing:
             with contextlib.suppress(Exception):
-                transport.write(Reply(421, message).encode())
-            transport.close()  # after the buffered 421 is sent
+                transport.write(Reply(421, "Server shutting down").encode())
+            transport.close()
+            self._forget(peer[0])
             return
         # TCP_NODELAY and SO_OOBINLINE come from the listening socket (see _tune_listener).
         conn = Connection(self, channel, next(self._ids), peer)
         self.connections.add(conn)
-        self._per_ip[ip] += 1  # this process's own count (the shared one is in _refusal)
         conn.start()  # no task yet: see Connection.start
 
     def spawn(self, conn: Connection) -> None:
@@ -330,20 +420,20 @@ class Server:
     def session_ended(self, conn: Connection) -> None:
         """The bookkeeping of a session that ended (with or without a task)."""
         self.connections.discard(conn)
-        ip = conn.peer_host
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
-        if self.shared is not None:
-            self.shared.close(ip)
+        self._forget(conn.peer_host)
 
     def _refusal(self, ip: str) -> tuple[str, str] | None:
         if self._closing:
             return "shutdown", "Server shutting down"
+        if self.bans.enabled:
+            left = self.bans.banned(ip)
+            if left is not None:
+                return "banned", f"Too many failed logins from your address, try again in {math.ceil(left)} s"
         if self.shared is not None:
             return self.shared.try_open(ip)  # checks the limits and counts, across workers
         limit = self.limits.maximum_connections
-        if limit is not None and len(self.connections) >= limit:
+        # Connections still getting their transport count too: a burst cannot overshoot.
+        if limit is not None and len(self.connections) + len(self._connecting) >= limit:
             return "server-limit", f"Too many connections ({limit}), try again later"
         limit = self.limits.maximum_connections_per_ip
         if limit is not None and self._per_ip[ip] >= limit:
@@ -392,6 +482,10 @@ class Server:
         if entry is None:
             options = {**self.config.storage_options, **user.storage_options}
             io = self.path_io_factory(user.base_path, storage_options=options, context=self.storage_context)
+            timer = self.events.storage_timer
+            if timer is not None:
+                backend = scheme_of(user.base_path)
+                io = TimedPathIO(io, functools.partial(timer, backend), streams=backend != "file")
             self._path_ios[id(user)] = (user, io)
         else:
             io = entry[1]

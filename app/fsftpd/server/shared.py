@@ -36,6 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..auth.users import User
 from ..transfer.throttle import SharedTokenBucket, TokenBucket
+from .bans import FIELDS as BAN_FIELDS
+from .bans import SLOTS as BAN_SLOTS
+from .bans import BanPolicy, BanTable, Safelist
 
 if TYPE_CHECKING:
     from .config import ServerConfig
@@ -103,9 +106,11 @@ class SharedState:
         for user in users or [User()]:
             self.user_index.setdefault(user.name, len(self.user_index))
         n_users = len(self.user_index)
-        # Layout: limits (doubles), bucket timelines (doubles), then per-worker rows (int32):
-        # [connections, sessions per user..., connections per address slot...].
-        self._n_doubles = len(LIMIT_NAMES) + 2 + 2 * n_users
+        # Layout: limits (doubles), bucket timelines (doubles), the ban table (doubles), then
+        # per-worker rows (int32): [connections, sessions per user..., connections per
+        # address slot...].
+        self.ban_offset = len(LIMIT_NAMES) + 2 + 2 * n_users
+        self._n_doubles = self.ban_offset + BAN_SLOTS * BAN_FIELDS
         self._row = 1 + n_users + IP_SLOTS
         size = 8 * self._n_doubles + 4 * self._row * workers
         self._fd = os.memfd_create("fsftpd-shared", os.MFD_CLOEXEC)
@@ -177,6 +182,11 @@ class WorkerSlot:
 
     def make_limits(self, config: ServerConfig) -> SharedLimits:
         return SharedLimits(self)
+
+    def ban_table(self, policy: BanPolicy, safelist: Safelist) -> BanTable:
+        """The ban records, in the shared memory: a ban applies in every worker."""
+        return BanTable(policy, safelist, cells=self.state.doubles, offset=self.state.ban_offset,
+                        lock=self.state.lock)
 
     # -- control connections ------------------------------------------------------------
     def try_open(self, ip: str) -> tuple[str, str] | None:

@@ -4,6 +4,14 @@
 worker thread unless the filesystem is known not to block (memory). Uploads are written
 to a hidden temporary name and moved over the target on commit. The S3 path-IO
 (:mod:`fsftpd.storage.s3`) builds on the same entry mapping but talks to s3fs directly.
+
+Invariant: every read stream owns its position, whatever the filesystem hands out. fsspec's
+memory filesystem returns the *same* file object to every ``open(path, "rb")``, so two
+downloads of one file would share (and corrupt) one position; a tar archive's members share
+the archive's file. A stream therefore keeps its own offset and reads with seek + read in
+one step: on the event loop (memory: nothing else runs in between) or under a lock.
+Memory uploads and renames put a new file object into the store, so a reader keeps the
+whole version it opened while the file is replaced.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from functools import partial
@@ -22,6 +31,13 @@ from .base import AbstractPathIO, ReadStream, StorageContext, WriteStream
 T = TypeVar("T")
 
 TEMP_PREFIX = ".fsftpd-upload-"
+
+#: locks making a worker thread's seek + read one step on a file object that another
+#: stream may share (striped by the object's id: a collision only serialises two reads)
+_READ_LOCKS = tuple(threading.Lock() for _ in range(64))
+#: protocols whose open files share one underlying file (every member of a tar archive
+#: reads the archive's file object): their reads are serialised per filesystem
+_SHARED_FILE_PROTOCOLS = frozenset({"tar"})
 
 
 def _mtime(info: dict[str, Any]) -> float:
@@ -162,13 +178,32 @@ class FsspecPathIO(AbstractPathIO):
         raise NotImplementedError("This storage cannot set modification times")
 
     async def open_read(self, path: str, offset: int = 0) -> ReadStream:
+        stream, _ = await self._open_read_sized(path, offset)
+        return stream
+
+    async def open_read_sized(self, path: str, offset: int = 0) -> tuple[ReadStream, int]:
+        cls = type(self)
+        if cls.open_read is not FsspecPathIO.open_read or cls.stat is not FsspecPathIO.stat:
+            return await super().open_read_sized(path, offset)  # honour a subclass's changes
+        return await self._open_read_sized(path, offset)
+
+    async def _open_read_sized(self, path: str, offset: int) -> tuple[ReadStream, int]:
         entry = await self.stat(path)
         if entry.is_dir:
             raise IsADirectoryError(errno.EISDIR, "Is a directory")
         handle = await self._call(self.fs.open, self._p(path), "rb")
-        if offset:
-            await self._call(handle.seek, offset)
-        return FsspecReadStream(handle, self._call)
+        # The size of the object really opened (memory: the version this stream keeps
+        # even if the file is replaced meanwhile); the earlier stat's otherwise.
+        size = getattr(handle, "size", None)
+        if not isinstance(size, int):
+            size = entry.size
+        lock = None
+        if self._blocking:
+            protocol = getattr(self.fs, "protocol", "")
+            protocol = protocol[0] if isinstance(protocol, (tuple, list)) else protocol
+            key = self.fs if protocol in _SHARED_FILE_PROTOCOLS else handle
+            lock = _READ_LOCKS[(id(key) >> 4) % len(_READ_LOCKS)]
+        return FsspecReadStream(handle, self._call, lock, min(offset, size)), size
 
     async def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> WriteStream:
         if await self.is_dir(path):
@@ -189,12 +224,29 @@ class FsspecPathIO(AbstractPathIO):
 
 
 class FsspecReadStream(ReadStream):
-    def __init__(self, handle: Any, call: Callable[..., Any]) -> None:
+    """A download with its own position (see the module's invariant)."""
+
+    def __init__(self, handle: Any, call: Callable[..., Any], lock: threading.Lock | None,
+                 offset: int = 0) -> None:
         self._handle = handle
         self._call = call
+        self._lock = lock
+        self._pos = offset
+
+    def _read_at(self, position: int, size: int) -> bytes:
+        handle = self._handle
+        if self._lock is None:  # on the event loop: nothing runs between seek and read
+            handle.seek(position)
+            data: bytes = handle.read(size)
+            return data
+        with self._lock:
+            handle.seek(position)
+            data = handle.read(size)
+            return data
 
     async def read(self, size: int) -> bytes:
-        data: bytes = await self._call(self._handle.read, size)
+        data: bytes = await self._call(self._read_at, self._pos, size)
+        self._pos += len(data)
         return data
 
     async def close(self) -> None:
@@ -212,13 +264,12 @@ class FsspecWriteStream(WriteStream):
 
     async def copy_prefix(self, keep: int | None) -> None:
         try:
-            source = await self._owner.open_read(self._path)
+            source, size = await self._owner.open_read_sized(self._path)
         except FileNotFoundError:
             if keep:
                 raise
             return
         try:
-            size = (await self._owner.stat(self._path)).size
             remaining = size if keep is None else keep
             if remaining > size:
                 raise OSError(errno.EINVAL, "Restart offset beyond end of file")

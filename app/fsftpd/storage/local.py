@@ -4,6 +4,10 @@ on the disk.
 Invariants:
 - every real path is ``root + virtual path``, and its resolved form (symlinks followed)
   must stay inside the resolved root, else PermissionError: a symlink cannot lead out;
+- the object opened is the object checked: a file opened for a download, and the directory
+  an upload's temporary file is made in and renamed in (and both directories of a rename),
+  are checked through their open descriptor, after opening, so a symlink swapped between
+  the check and the open (a local program racing the server) cannot lead out either;
 - uploads go to a hidden temporary file in the target's directory and are renamed over
   the target on commit (atomic on POSIX); abort unlinks the temporary file.
 """
@@ -24,11 +28,17 @@ from ..protocol.selection import NameMatch
 from . import threads
 from .base import AbstractPathIO, EntryBatch, ReadStream, WriteStream
 from .local_listing import DirReader
-from .resolve import resolved_path
+from .resolve import descriptor_path, resolved_path
 
 T = TypeVar("T")
 
 TEMP_PREFIX = ".fsftpd-upload-"
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+#: O_NOCTTY|O_NONBLOCK: opening whatever a racing symlink points at (a terminal, a FIFO)
+#: must neither take a controlling terminal nor block before the check closes it. Regular
+#: files ignore O_NONBLOCK.
+_READ_FLAGS = os.O_RDONLY | _CLOEXEC | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0)
+_DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC
 #: entries per worker-thread call of list_batches (Entry objects) and list_text (text)
 LIST_BATCH = 1024
 LIST_TEXT_BATCH = 4096
@@ -80,6 +90,20 @@ class PathIO(AbstractPathIO):
         target = os.path.dirname(real) if must_exist_parent_only else real
         if not self._inside(resolved_path(target)):
             raise PermissionError(errno.EACCES, "Path leads outside the home directory")
+
+    def _check_fd(self, fd: int) -> None:
+        """The object open on ``fd`` must be inside the home (closes ``fd`` if not)."""
+        resolved = descriptor_path(fd)
+        if resolved is not None and not self._inside(resolved):
+            os.close(fd)
+            raise PermissionError(errno.EACCES, "Path leads outside the home directory")
+
+    def _open_dir_fd(self, real_dir: str) -> int:
+        """A descriptor on directory ``real_dir``, checked to be inside the home: names made,
+        opened or renamed relative to it stay inside, whatever happens to the path."""
+        fd = os.open(real_dir, _DIR_FLAGS)
+        self._check_fd(fd)
+        return fd
 
     def _safe(self, path: str, *, parent_only: bool = False) -> str:
         real = self._real(path)
@@ -162,17 +186,30 @@ class PathIO(AbstractPathIO):
             await _close_dir(reader)
 
     # -- namespace changes ----------------------------------------------------------
+    def _at_parent(self, path: str, action: Callable[[str, int], T]) -> T:
+        """``action(name, directory descriptor)`` on the last name of ``path``, relative to
+        its parent directory checked through its descriptor (see _open_dir_fd)."""
+        real = self._safe(path, parent_only=True)
+        directory = self._open_dir_fd(os.path.dirname(real))
+        try:
+            return action(os.path.basename(real), directory)
+        finally:
+            os.close(directory)
+
     async def mkdir(self, path: str) -> None:
-        await _run(lambda: os.mkdir(self._safe(path, parent_only=True)))
+        await _run(self._at_parent, path, lambda name, d: os.mkdir(name, dir_fd=d))
 
     async def rmdir(self, path: str) -> None:
-        await _run(lambda: os.rmdir(self._safe(path)))
+        await _run(self._at_parent, path, lambda name, d: os.rmdir(name, dir_fd=d))
+
+    @staticmethod
+    def _unlink_at(name: str, directory: int) -> None:
+        if stat_mod.S_ISDIR(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        os.unlink(name, dir_fd=directory)
 
     def _unlink(self, path: str) -> None:
-        real = self._safe(path, parent_only=True)
-        if os.path.isdir(real) and not os.path.islink(real):
-            raise IsADirectoryError(errno.EISDIR, "Is a directory")
-        os.unlink(real)
+        self._at_parent(path, self._unlink_at)
 
     async def unlink(self, path: str) -> None:
         await _run(self._unlink, path)
@@ -184,7 +221,18 @@ class PathIO(AbstractPathIO):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory")
         if os.path.isdir(dst) and not os.path.isdir(src):
             raise IsADirectoryError(errno.EISDIR, "Target is a directory")
-        os.rename(src, dst)
+        # Renamed relative to the two checked directories (the names themselves are
+        # never followed by rename).
+        src_dir = self._open_dir_fd(os.path.dirname(src))
+        try:
+            dst_dir = self._open_dir_fd(os.path.dirname(dst))
+            try:
+                os.rename(os.path.basename(src), os.path.basename(dst),
+                          src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+            finally:
+                os.close(dst_dir)
+        finally:
+            os.close(src_dir)
 
     async def rename(self, source: str, target: str) -> None:
         await _run(self._rename, source, target)
@@ -200,7 +248,8 @@ class PathIO(AbstractPathIO):
     # -- data --------------------------------------------------------------------
     def _open_read(self, path: str, offset: int) -> int:
         real = self._safe(path)
-        fd = os.open(real, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(real, _READ_FLAGS)
+        self._check_fd(fd)  # what was opened, not what was checked a moment ago
         try:
             if stat_mod.S_ISDIR(os.fstat(fd).st_mode):
                 raise IsADirectoryError(errno.EISDIR, "Is a directory")
@@ -233,39 +282,48 @@ class PathIO(AbstractPathIO):
         fd, size = await _run(self._open_read_sized, path, offset)
         return LocalReadStream(fd), size
 
-    def _open_write(self, path: str, keep: int | None) -> tuple[int, str, str]:
+    def _open_write(self, path: str, keep: int | None) -> tuple[int, int, str, str]:
+        """(file descriptor, directory descriptor, temp name, target name): the temporary
+        file is made in, and later renamed in, a directory descriptor checked to be inside
+        the home."""
         # The full check, not just the parent's: APPE/REST copy the existing file's bytes,
         # so a symlink leading outside must not be followed (nor silently replaced).
         real = self._safe(path)
         if os.path.isdir(real):
             raise IsADirectoryError(errno.EISDIR, "Is a directory")
-        directory = os.path.dirname(real)
-        temp = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        directory = self._open_dir_fd(os.path.dirname(real))
+        name = os.path.basename(real)
+        temp = TEMP_PREFIX + secrets.token_hex(8)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o666, dir_fd=directory)
+        except BaseException:
+            os.close(directory)
+            raise
         try:
             try:
                 # A replaced file keeps its permission bits: the temp file would otherwise
                 # turn a private 0600 file into a umask-default 0644 one.
-                os.fchmod(fd, stat_mod.S_IMODE(os.stat(real).st_mode))
+                os.fchmod(fd, stat_mod.S_IMODE(os.stat(name, dir_fd=directory).st_mode))
             except FileNotFoundError:
                 pass
             if keep is None or keep > 0:
-                self._copy_prefix(real, fd, keep)
+                self._copy_prefix(directory, name, fd, keep)
         except BaseException:
             os.close(fd)
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=directory)
+            os.close(directory)
             raise
-        return fd, temp, real
+        return fd, directory, temp, name
 
-    @staticmethod
-    def _copy_prefix(real: str, fd: int, keep: int | None) -> None:
+    def _copy_prefix(self, directory: int, name: str, fd: int, keep: int | None) -> None:
         """Copy the first ``keep`` bytes (all when None) of the existing file into ``fd``."""
         try:
-            src = os.open(real, os.O_RDONLY)
+            src = os.open(name, _READ_FLAGS, dir_fd=directory)
         except FileNotFoundError:
             if keep:
                 raise
             return
+        self._check_fd(src)
         try:
             size = os.fstat(src).st_size
             remaining = size if keep is None else keep
@@ -287,8 +345,8 @@ class PathIO(AbstractPathIO):
 
     async def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> WriteStream:
         keep = None if append else offset
-        fd, temp, real = await _run(self._open_write, path, keep)
-        return LocalWriteStream(fd, temp, real)
+        fd, directory, temp, name = await _run(self._open_write, path, keep)
+        return LocalWriteStream(fd, temp, name, directory)
 
 
 class AsyncPathIO(PathIO):
@@ -354,10 +412,16 @@ def _write_fd(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 class LocalWriteStream(WriteStream):
-    def __init__(self, fd: int, temp: str, real: str) -> None:
+    """An upload into temporary file ``temp``, renamed to ``real`` on commit. With
+    ``directory`` (a descriptor, owned and closed by the stream) both names are relative to
+    it; without, they are paths."""
+
+    def __init__(self, fd: int, temp: str, real: str, directory: int | None = None) -> None:
         self._fd = fd
         self._temp = temp
         self._real = real
+        self._dir = directory
+        self._relative = directory is not None  # the names are relative to self._dir
         self._written = 0
         self._held = b""  # written by the next write or by commit; dropped by abort
         # Held by every worker-thread call on the descriptor: a write whose task was
@@ -413,12 +477,19 @@ class LocalWriteStream(WriteStream):
                 os.close(fd)
             finally:
                 if keep:
-                    os.rename(self._temp, self._real)
+                    # A failed rename leaves the directory open for _cleanup's unlink.
+                    os.rename(self._temp, self._real, src_dir_fd=self._dir, dst_dir_fd=self._dir)
                 else:
                     try:
-                        os.unlink(self._temp)
+                        os.unlink(self._temp, dir_fd=self._dir)
                     except FileNotFoundError:
                         pass
+                self._close_dir()
+
+    def _close_dir(self) -> None:
+        if self._dir is not None:
+            directory, self._dir = self._dir, None
+            os.close(directory)
 
     async def commit(self) -> None:
         try:
@@ -428,10 +499,14 @@ class LocalWriteStream(WriteStream):
             raise
 
     def _cleanup(self) -> None:
-        try:
-            os.unlink(self._temp)
-        except OSError:
-            pass
+        with self._lock:
+            if self._relative and self._dir is None:
+                return  # finished already (the directory is closed with it)
+            try:
+                os.unlink(self._temp, dir_fd=self._dir)
+            except OSError:
+                pass
+            self._close_dir()
 
     async def abort(self) -> None:
         await _run(self._finish, False)

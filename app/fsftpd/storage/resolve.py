@@ -30,3 +30,15 @@ def resolved_path(path: str) -> str:
         if resolved.startswith("/") and not resolved.endswith(" (deleted)"):
             return resolved
     return os.path.realpath(path)
+
+
+def descriptor_path(fd: int) -> str | None:
+    """The path of the object open on ``fd``, as the kernel resolved it when it was opened
+    (Linux's /proc/self/fd); None where that cannot be known (no /proc, a deleted file)."""
+    try:
+        resolved = os.readlink(_PROC_FD + str(fd))
+    except OSError:
+        return None
+    if resolved.startswith("/") and not resolved.endswith(" (deleted)"):
+        return resolved
+    return None

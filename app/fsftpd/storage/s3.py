@@ -28,10 +28,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from ..protocol.errors import ECREDENTIALS
 from ..protocol.listing import Entry
 from .base import AbstractPathIO, ReadStream, StorageContext, WriteStream
 from .s3_client import S3Client, S3Settings
 from .s3_read import S3ReadStream
+from .s3_resume import MARKER_PREFIX, discard, find, sweep, unmark
 from .s3_upload import (
     GROWTH_EVERY,
     Ident,
@@ -112,6 +114,8 @@ class S3PathIO(AbstractPathIO):
     # -- path mapping ------------------------------------------------------------------
     def key(self, path: str) -> str:
         key = self.prefix + path.lstrip("/")
+        if not self.prefix and (key + "/").startswith(MARKER_PREFIX):
+            raise PermissionError(errno.EACCES, "Reserved name (fsftpd's interrupted uploads)")
         if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES - 1:
             raise OSError(errno.ENAMETOOLONG, "Path too long for an S3 key")
         return key
@@ -155,7 +159,7 @@ class S3PathIO(AbstractPathIO):
     async def size(self, path: str) -> int:
         """SIZE: an interrupted upload kept for resumption reports the bytes the server
         holds of it (what REST n + STOR or APPE continue from)."""
-        pending = self.registry.pending(self.ident(self.key(path)))
+        pending = await self._pending(self.key(path))
         if pending is not None:
             return pending.size
         return await super().size(path)
@@ -182,6 +186,8 @@ class S3PathIO(AbstractPathIO):
             first = False
             batch: Entries = []
             for common in page.get("CommonPrefixes") or []:
+                if common["Prefix"] == MARKER_PREFIX:
+                    continue  # the markers of kept uploads (a home at the bucket root)
                 name = str(common["Prefix"])[len(prefix):].rstrip("/")
                 if name and "/" not in name:
                     batch.append(Entry(name, True, 0, 0.0))
@@ -225,9 +231,9 @@ class S3PathIO(AbstractPathIO):
 
     async def unlink(self, path: str) -> None:
         key = self.key(path)
-        pending = self.registry.take(self.ident(key))
+        pending = await self._pending(key)
         if pending is not None:
-            await abort_upload(pending)
+            await discard(pending)
         if await self._head(path) is None:
             if pending is not None:
                 return  # DELE of an interrupted upload discards it
@@ -267,15 +273,30 @@ class S3PathIO(AbstractPathIO):
             raise OSError(errno.ESPIPE, f"Restart offset {offset} is beyond the end of the file ({size})")
         return stream
 
+    async def _pending(self, key: str) -> PendingUpload | None:
+        """The interrupted upload of ``key`` kept in the bucket (by any process), if its
+        resume time is not over; expired ones met on the way are aborted."""
+        try:
+            return await find(self.client, self.bucket, key, self.settings.resume_ttl, self.registry.clock())
+        except PermissionError as exc:
+            if exc.errno == ECREDENTIALS:
+                raise
+            # Credentials without s3:ListBucketMultipartUploads: nothing can be resumed,
+            # but SIZE, STOR and DELE must still work.
+            return None
+
     async def _sweep(self) -> None:
-        """Abort interrupted uploads whose resume time is over."""
-        for upload in self.registry.expired():
+        """Abort uploads this process failed to abort, and (at most once a minute per
+        bucket) the bucket's kept uploads whose resume time is over."""
+        for upload in self.registry.orphans():
             try:
                 await abort_upload(upload)
             except OSError:
-                upload.expires = self.registry.clock() + 60
-                self.registry.keep((upload.client.endpoint, upload.bucket, upload.key), upload)
+                self.registry.orphan(upload)
                 return
+        if self.registry.sweep_due(self.client.endpoint, self.bucket):
+            with contextlib.suppress(OSError):
+                await sweep(self.client, self.bucket, self.settings.resume_ttl, self.registry.clock())
 
     async def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> WriteStream:
         if path == "/":
@@ -302,25 +323,31 @@ class S3PathIO(AbstractPathIO):
                               self.settings.part_size, self.settings.resume_ttl,
                               precheck=lambda: self._no_directory(path),
                               growth_every=self.part_growth_every)
-        pending = self.registry.take(ident)
+        head: dict[str, Any] | None = None
+        if append or offset or self.settings.conditional_writes:
+            head = await self._head(path)
+        if self.settings.conditional_writes:
+            # Complete only over the object this upload found (or over nothing).
+            target.condition = ({"IfNoneMatch": "*"} if head is None
+                                else {"IfMatch": str(head.get("ETag") or "")})
+        pending = await self._pending(key)
         resumed = self._resume(pending, offset, append)
-        if resumed is not None:
+        if pending is not None and resumed is not None:
+            # Running again: no other process may adopt it (see s3_resume).
+            await unmark(self.client, self.bucket, key, pending.upload_id)
             target.upload_id, target.parts = resumed
             return S3WriteStream(target)
-        head: dict[str, Any] | None = None
         if append or offset:
-            head = await self._head(path)
             size = int(head.get("ContentLength") or 0) if head is not None else 0
             if offset > size:
-                if pending is not None:
-                    self.registry.keep(ident, pending)  # left as it was
+                if pending is not None:  # left as it was
                     raise OSError(errno.ESPIPE, f"Restart offset {offset} is not usable: the interrupted "
                                                 f"upload can be resumed from {pending.size}")
                 raise OSError(errno.ESPIPE, f"Restart offset {offset} is beyond the end of the file ({size})")
         if pending is not None:
-            await abort_upload(pending)
+            await discard(pending)
         stream = S3WriteStream(target)
-        if head is not None:
+        if head is not None and (append or offset):
             keep = int(head.get("ContentLength") or 0) if append else offset
             try:
                 await stream.copy_prefix(key, str(head.get("ETag") or ""), keep)
@@ -344,14 +371,13 @@ class S3PathIO(AbstractPathIO):
 
     # -- lifecycle -------------------------------------------------------------------------
     async def aclose(self) -> None:
-        """Abort the interrupted uploads kept under this home (the in-memory record of
-        them ends with the server) and close the shared client with its last user."""
+        """Retry the aborts that failed and close the shared client with its last user.
+        Kept uploads stay in the bucket: another process (or this server restarted) may
+        resume them until their resume time is over."""
         if self._closed:
             return
         self._closed = True
-        home = (self.client.endpoint, self.bucket)
-        mine = self.registry.drain(lambda ident: ident[:2] == home and ident[2].startswith(self.prefix))
-        for upload in mine:
+        for upload in self.registry.orphans():
             with contextlib.suppress(OSError, asyncio.TimeoutError):
                 async with asyncio.timeout(10):
                     await abort_upload(upload)

@@ -29,7 +29,7 @@ MiB = 1024 * 1024
 
 #: fsftpd's own S3 options; everything else in ``storage_options`` goes to s3fs.
 OWN_OPTIONS = ("part_size", "resume_ttl", "max_rename_objects", "read_block_size",
-               "copy_concurrency", "list_page_size", "region", "path_style")
+               "copy_concurrency", "list_page_size", "region", "path_style", "conditional_writes")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class S3Settings:
     copy_concurrency: int = 8
     #: keys per ListObjectsV2 page (S3 caps it at 1,000); one page is in memory at a time
     list_page_size: int = 1000
+    #: complete uploads with If-None-Match / If-Match (the object as the upload found it):
+    #: of two writers of one key on different processes the later one fails with 450
+    conditional_writes: bool = False
     #: keyword arguments for ``s3fs.S3FileSystem``
     fs_options: dict[str, Any] = field(default_factory=dict)
 
@@ -94,6 +97,7 @@ class S3Settings:
             read_block_size=max(4096, int(own.get("read_block_size", cls.read_block_size))),
             copy_concurrency=max(1, int(own.get("copy_concurrency", cls.copy_concurrency))),
             list_page_size=min(1000, max(1, int(own.get("list_page_size", cls.list_page_size)))),
+            conditional_writes=_flag(own.get("conditional_writes", cls.conditional_writes)),
             fs_options=fs_opts,
         )
 
@@ -106,6 +110,12 @@ class S3Settings:
     def endpoint(self) -> str:
         return str(self.fs_options.get("endpoint_url")
                    or self.fs_options["client_kwargs"].get("endpoint_url") or "aws")
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 #: options s3fs hands to fsspec rather than to the botocore session

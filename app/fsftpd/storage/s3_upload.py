@@ -9,9 +9,11 @@ Invariants:
 - nothing appears at the key before :meth:`S3WriteStream.commit` completes the multipart
   upload (or, for an upload smaller than one part, PUTs it in one request);
 - :meth:`S3WriteStream.abort` keeps the completed full parts of an interrupted upload in
-  the :class:`UploadRegistry` for ``resume_ttl`` seconds (REST n + STOR or APPE continue
-  it) and otherwise aborts the multipart upload;
-- one server never runs two uploads to the same key at once (``OSError(EBUSY)`` -> 450).
+  the bucket (a marker object, :mod:`.s3_resume`) for ``resume_ttl`` seconds, so REST n +
+  STOR or APPE continue it on any process, and otherwise aborts the multipart upload;
+- one process never runs two uploads to the same key at once (``OSError(EBUSY)`` -> 450);
+  across processes the completion names every part by its ETag, so two uploads' parts
+  are never mixed.
 """
 
 from __future__ import annotations
@@ -77,13 +79,19 @@ class PendingUpload:
 
 
 class UploadRegistry:
-    """Per-server state of S3 uploads: keys being written, interrupted uploads kept for
-    resumption. The clock is injectable for tests."""
+    """Per-process state of S3 uploads: the keys this process is writing (one writer per
+    key), uploads it failed to abort (retried later), and when each bucket was last swept.
+    Kept uploads themselves live in the bucket (:mod:`.s3_resume`). The clock (wall time,
+    compared with S3's timestamps) is injectable for tests."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    #: seconds between two sweeps of one bucket's expired kept uploads by one process
+    sweep_every = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._writers: set[Ident] = set()
-        self._pending: dict[Ident, PendingUpload] = {}
+        self._orphans: dict[Ident, PendingUpload] = {}
+        self._swept: dict[tuple[str, str], float] = {}
 
     def claim(self, ident: Ident) -> None:
         if ident in self._writers:
@@ -100,34 +108,26 @@ class UploadRegistry:
         """Is any upload running to a key that starts with ``prefix[2]``?"""
         return any(w[:2] == prefix[:2] and w[2].startswith(prefix[2]) for w in self._writers)
 
-    def pending(self, ident: Ident) -> PendingUpload | None:
-        upload = self._pending.get(ident)
-        if upload is None or upload.expires <= self.clock():
-            return None
-        return upload
+    def orphan(self, upload: PendingUpload) -> None:
+        """An upload that could be neither kept nor aborted (endpoint unreachable)."""
+        self._orphans[(upload.client.endpoint, upload.bucket, upload.key + "\0" + upload.upload_id)] = upload
 
-    def take(self, ident: Ident) -> PendingUpload | None:
-        """Remove and return the live pending upload of ``ident`` (expired ones stay for
-        :meth:`expired`)."""
-        upload = self.pending(ident)
-        if upload is not None:
-            del self._pending[ident]
-        return upload
+    def orphans(self) -> list[PendingUpload]:
+        found = list(self._orphans.values())
+        self._orphans.clear()
+        return found
 
-    def keep(self, ident: Ident, upload: PendingUpload) -> None:
-        self._pending[ident] = upload
-
-    def expired(self) -> list[PendingUpload]:
+    def sweep_due(self, endpoint: str, bucket: str) -> bool:
+        """True at most once per ``sweep_every`` seconds per bucket."""
         now = self.clock()
-        gone = [ident for ident, upload in self._pending.items() if upload.expires <= now]
-        return [self._pending.pop(ident) for ident in gone]
-
-    def drain(self, predicate: Callable[[Ident], bool]) -> list[PendingUpload]:
-        gone = [ident for ident in self._pending if predicate(ident)]
-        return [self._pending.pop(ident) for ident in gone]
+        last = self._swept.get((endpoint, bucket))
+        if last is not None and now - last < self.sweep_every:
+            return False
+        self._swept[(endpoint, bucket)] = now
+        return True
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._orphans)
 
 
 async def abort_upload(upload: PendingUpload) -> None:
@@ -154,6 +154,9 @@ class UploadTarget:
     upload_id: str | None = None
     #: parts between two doublings of the part size
     growth_every: int = GROWTH_EVERY
+    #: conditional completion: {"IfNoneMatch": "*"} (there was no object when the upload
+    #: started) or {"IfMatch": etag} (the object the upload started from); empty: none
+    condition: dict[str, str] = field(default_factory=dict)
 
 
 class S3WriteStream(WriteStream):
@@ -284,18 +287,27 @@ class S3WriteStream(WriteStream):
         await self._wait_inflight()
         if self._t.precheck is not None:
             await self._t.precheck()
-        if self._upload_id is None:
-            await self._t.client.call("put_object", Bucket=self._t.bucket, Key=self._t.key,
-                                      Body=bytes(self._buffer[: self._fill]))
-        else:
-            if self._fill or not self._parts:
-                body = memoryview(self._buffer)[: self._fill]  # the last part: no copy
-                self._buffer, self._fill = bytearray(), 0
-                await self._upload_part(self._upload_id, self._number, body)
-            parts = [{"PartNumber": p.number, "ETag": p.etag} for p in self._parts]
-            await self._t.client.call("complete_multipart_upload", Bucket=self._t.bucket,
-                                      Key=self._t.key, UploadId=self._upload_id,
-                                      MultipartUpload={"Parts": parts})
+        condition = self._t.condition
+        try:
+            if self._upload_id is None:
+                await self._t.client.call("put_object", Bucket=self._t.bucket, Key=self._t.key,
+                                          Body=bytes(self._buffer[: self._fill]), **condition)
+            else:
+                if self._fill or not self._parts:
+                    body = memoryview(self._buffer)[: self._fill]  # the last part: no copy
+                    self._buffer, self._fill = bytearray(), 0
+                    await self._upload_part(self._upload_id, self._number, body)
+                parts = [{"PartNumber": p.number, "ETag": p.etag} for p in self._parts]
+                await self._t.client.call("complete_multipart_upload", Bucket=self._t.bucket,
+                                          Key=self._t.key, UploadId=self._upload_id,
+                                          MultipartUpload={"Parts": parts}, **condition)
+        except OSError as exc:
+            if condition and exc.errno in (errno.ESTALE, errno.EAGAIN):
+                # 412 PreconditionFailed, or AWS's 409 ConditionalRequestConflict: another
+                # writer completed first. This upload is lost, not resumable.
+                self._t.resume_ttl = 0
+                raise OSError(errno.EBUSY, "Another upload to this file completed first") from exc
+            raise
         self._done = True
         self._buffer = bytearray()
         self._t.registry.release(self._t.ident)
@@ -330,13 +342,16 @@ class S3WriteStream(WriteStream):
             upload = PendingUpload(self._t.client, self._t.bucket, self._t.key, self._upload_id,
                                    full, self._t.registry.clock() + self._t.resume_ttl)
             if self._t.resume_ttl > 0 and full:
-                self._t.registry.keep(self._t.ident, upload)
-                return
+                from .s3_resume import mark  # s3_resume builds on this module
+
+                with contextlib.suppress(OSError):
+                    # In the bucket, so any process can resume it (and expire it).
+                    await mark(self._t.client, self._t.bucket, self._t.key, self._upload_id)
+                    return
             try:
                 await abort_upload(upload)
             except OSError:
                 # Endpoint unreachable: remember it so a later sweep aborts it.
-                upload.expires = self._t.registry.clock()
-                self._t.registry.keep(self._t.ident, upload)
+                self._t.registry.orphan(upload)
         finally:
             self._t.registry.release(self._t.ident)

@@ -8,12 +8,19 @@
 
 Every socket wait is bounded by ``socket_timeout`` and every storage call by
 ``path_timeout``. A reset or early close raises :class:`DataConnectionError`.
+
+``progress(n)`` is called for every ``n`` bytes that really crossed the data socket (each
+send, sendfile or receive call), so the sum of its calls is the bytes moved even when the
+loop ends in an error; the loops' return values equal that sum. A download given the
+size seen at open (``expected``) fails with ``OSError(EIO)`` when the storage gives a
+different number of bytes: a short or long read must never end with 226.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +37,8 @@ T = TypeVar("T")
 SEND_BLOCK = 1024 * 1024
 RECV_BLOCK = 1024 * 1024
 FIRST_RECV_BLOCK = 128 * 1024
+#: read size of an ASCII download (see send_stream)
+ASCII_BLOCK = 64 * 1024
 SENDFILE_CHUNK = 8 * 1024 * 1024
 #: a throttled upload's receive buffer holds about this many seconds of its rate
 RCVBUF_SECONDS = 0.25
@@ -118,16 +127,25 @@ async def send_stream(
     deadlines: Deadlines,
     progress: Progress,
     offset: int = 0,
+    expected: int | None = None,
 ) -> int:
-    """Send ``reader`` to ``sock`` until end of file; return the bytes sent."""
+    """Send ``reader`` to ``sock`` until end of file; return the bytes sent. ``expected``:
+    the bytes the file holds past ``offset`` at open (None: unknown, not checked)."""
     fd = reader.fileno()
     # sendfile only on a plain socket: a TLS data connection (transfer/tls.py) must
     # encrypt every byte, so it takes the block loop below.
     if fd is not None and not ascii_mode and hasattr(os, "sendfile") and isinstance(sock, socket.socket):
-        return await _sendfile(sock, fd, throttle=throttle, deadlines=deadlines, progress=progress)
+        sent = await _sendfile(sock, fd, throttle=throttle, deadlines=deadlines, progress=progress)
+        _check_size(sent, expected)
+        return sent
     block = reader.block_size
+    if ascii_mode:
+        # The conversion copies each block up to twice its size; with the read-ahead a
+        # stalled ASCII download would hold about 3 MiB. Small blocks bound it to ~4 of them.
+        block = min(block, ASCII_BLOCK)
     carry = b""
     total = 0
+    read = 0  # bytes from storage (ASCII mode sends more)
     pending: asyncio.Task[bytes] | None = asyncio.ensure_future(_read_block(reader, block, deadlines))
     try:
         while pending is not None:
@@ -136,9 +154,12 @@ async def send_stream(
             data = await asyncio.shield(pending)
             pending = None
             if not data:
+                _check_size(read, expected)
                 if carry:
-                    await _send_all(sock, carry, deadlines)
+                    await _send_all(sock, carry, deadlines, progress)
+                    total += len(carry)
                 break
+            read += len(data)
             pending = asyncio.ensure_future(_read_block(reader, block, deadlines))
             if ascii_mode:
                 data, carry = to_crlf(data, carry)
@@ -153,7 +174,20 @@ async def send_stream(
     return total
 
 
-async def _send_all(sock: socket.socket, data: bytes | memoryview, deadlines: Deadlines) -> None:
+def _check_size(read: int, expected: int | None) -> None:
+    """Defence in depth: storage that hands out other bytes than the file held at open
+    (a file shrunk or grown in place, a backend sharing one position between readers)
+    turns the download into a 451, logged as a storage fault."""
+    if expected is not None and read != expected:
+        raise OSError(errno.EIO, f"storage gave {read} bytes of a file that held {expected} when opened")
+
+
+def _ignore(_: int) -> None:
+    return None
+
+
+async def _send_all(sock: socket.socket, data: bytes | memoryview, deadlines: Deadlines,
+                    progress: Progress = _ignore) -> None:
     """Send all of ``data``. ``socket_timeout`` bounds each wait for the socket to become
     writable (a stall), not the whole send: a slow but moving client is not cut off."""
     view = memoryview(data)
@@ -165,6 +199,7 @@ async def _send_all(sock: socket.socket, data: bytes | memoryview, deadlines: De
             continue
         except (ConnectionError, BrokenPipeError) as exc:
             raise DataConnectionError(exc.strerror or type(exc).__name__) from None
+        progress(sent)
         view = view[sent:]
 
 
@@ -175,8 +210,7 @@ async def _send_throttled(sock: socket.socket, data: bytes, throttle: Throttle |
     view = memoryview(data)
     while view:
         size = throttle.chunk_size(len(view)) if throttle is not None else len(view)
-        await _send_all(sock, view[:size], deadlines)
-        progress(size)
+        await _send_all(sock, view[:size], deadlines, progress)
         if throttle is not None:
             await throttle.wait(size)
         view = view[size:]

@@ -11,6 +11,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import math
 import random
@@ -89,12 +90,22 @@ class DynamicPorts:
         self._reserved: tuple[tuple[int, int], ...] = ()
         self._read_at = -math.inf
 
-    def pick(self) -> int | None:
-        """A random port, or None when the one drawn is reserved (the caller tries again)."""
+    def _refresh(self) -> None:
         now = time.monotonic()
         if now - self._read_at > self.REFRESH:
             self._ports, self._reserved = self._read()
             self._read_at = now
+
+    def count(self) -> int:
+        """How many ports of the dynamic range are not reserved."""
+        self._refresh()
+        reserved = sum(max(0, min(high, self._ports.stop - 1) - max(low, self._ports.start) + 1)
+                       for low, high in self._reserved) if self._ports else 0
+        return max(0, len(self._ports) - reserved)
+
+    def pick(self) -> int | None:
+        """A random port, or None when the one drawn is reserved (the caller tries again)."""
+        self._refresh()
         if not self._ports:
             return None
         port = random.choice(self._ports)
@@ -105,6 +116,12 @@ class DynamicPorts:
 
 
 _DYNAMIC = DynamicPorts()
+
+
+def dynamic_port_count() -> int:
+    """The ports a passive listener may take when no range is configured."""
+    return _DYNAMIC.count()
+
 #: Random ports tried before the OS is asked for one (bind to port 0).
 _OWN_TRIES = 8
 
@@ -152,15 +169,21 @@ def same_host(a: str, b: str) -> bool:
 class PassiveListener:
     """A listening socket for one data connection."""
 
-    def __init__(self, sock: socket.socket, peer_host: str) -> None:
+    def __init__(self, sock: socket.socket, peer_host: str | None) -> None:
         self.sock = sock
+        #: the only address allowed to connect; None: any (the peer check is off)
         self.peer_host = peer_host
         self.port: int = sock.getsockname()[1]
+        #: the timer that closes this listener if no transfer command uses it in time
+        self.expiry: asyncio.TimerHandle | None = None
 
     @classmethod
-    def open(cls, local_host: str, peer_host: str, ports: Sequence[int] | None) -> PassiveListener:
+    def open(cls, local_host: str, peer_host: str | None, ports: Sequence[int] | None) -> PassiveListener:
+        """A listener on the first free port of ``ports`` (every one is tried, from a random
+        start), or 425 when none is free."""
         family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
         last: OSError | None = None
+        busy = 0
         for port in _candidates(ports):
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
@@ -173,6 +196,10 @@ class PassiveListener:
             except OSError as exc:
                 sock.close()
                 last = exc
+                busy += exc.errno == errno.EADDRINUSE
+        if ports and busy == len(ports):
+            raise FtpError(425, f"Cannot open passive connection: all {busy} passive ports are busy, "
+                                "try again later")
         raise FtpError(425, f"Cannot open passive connection: {last.strerror if last else 'no port'}")
 
     def accept_ready(self) -> socket.socket | None:
@@ -194,7 +221,7 @@ class PassiveListener:
                 return conn
 
     def _admit(self, conn: socket.socket, host: str) -> bool:
-        if same_host(host, self.peer_host):
+        if self.peer_host is None or same_host(host, self.peer_host):
             conn.setblocking(False)
             if not _INHERITS_OPTIONS:
                 tune(conn)
@@ -204,6 +231,9 @@ class PassiveListener:
         return False
 
     def close(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
         self.sock.close()
 
 

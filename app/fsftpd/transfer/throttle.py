@@ -101,9 +101,12 @@ class Throttle:
     """The buckets that apply to one transfer, in one direction."""
 
     def __init__(self, buckets: Sequence[TokenBucket],
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep, *,
+                 on_wait: Callable[[float], None] | None = None) -> None:
         self.buckets = tuple(buckets)
         self._sleep = sleep
+        #: told the length of every sleep before it starts (metrics); None: nobody listens
+        self.on_wait = on_wait
 
     @property
     def rate(self) -> float | None:
@@ -136,6 +139,8 @@ class Throttle:
         """Book ``size`` bytes just moved and sleep as long as the tightest level demands."""
         delay = self.delay(size)
         if delay > 0:
+            if self.on_wait is not None:
+                self.on_wait(delay)
             await self._sleep(delay)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 
 from ...auth.users import User
@@ -38,6 +39,11 @@ def password(conn: Connection, req: Request) -> Reply | Awaitable[Reply]:
         raise FtpError(503, "Already logged in")
     if conn.session.login is not Login.AWAITING_PASS:
         raise FtpError(503, "Login with USER first")
+    bans = conn.server.bans
+    if bans.enabled and bans.banned(conn.peer_host) is not None:
+        # Banned while this session was open (by its own or another session's failures).
+        conn.closing = True
+        return Reply(421, "Too many failed logins from your address, closing connection")
     candidate = conn.pending_user
     if (candidate is None or conn.server.ready_path_io(candidate) is None
             or candidate.slow_password or not candidate.check_password(req.arg)):
@@ -49,14 +55,27 @@ def password(conn: Connection, req: Request) -> Reply | Awaitable[Reply]:
 async def _password(conn: Connection, req: Request) -> Reply:
     candidate = conn.pending_user
     name = conn.session.user_name or ""
-    # A hashed password is verified in a thread: never on the event loop.
-    ok = candidate is not None and await candidate.verify_password(req.arg)
+    started = time.monotonic()
+    # A hashed password is verified in a thread: never on the event loop. An unknown user
+    # costs a check of the same kind, so the time taken does not tell which names exist.
+    if candidate is None:
+        ok = await conn.server.users.verify_unknown(req.arg)
+    else:
+        ok = await candidate.verify_password(req.arg)
     if candidate is None or not ok:
         conn.server.events.emit(LoginAttempt(conn.id, conn.peer, name, False))
         conn.login_failures += 1
         conn.session.login = Login.AWAITING_USER
         log.warning("session %d: failed login for %r from %s", conn.id, name, conn.peer_host)
-        await asyncio.sleep(conn.config.failed_login_delay)
+        banned = conn.server.bans.failed(conn.peer_host)
+        # Every failure is answered failed_login_delay after PASS, whatever was wrong.
+        await asyncio.sleep(max(0.0, conn.config.failed_login_delay - (time.monotonic() - started)))
+        if banned is not None:
+            log.warning("banning %s for %g s: %d failed logins within %g s", conn.peer_host, banned,
+                        conn.config.ban_threshold, conn.config.ban_window,
+                        extra={"event": "ban", "peer": conn.peer_host, "ban_seconds": banned})
+            conn.closing = True
+            return Reply(421, "Too many failed logins from your address, closing connection")
         if conn.login_failures >= conn.config.max_login_attempts:
             conn.closing = True
             return Reply(421, "Too many failed logins, closing connection")
@@ -66,7 +85,9 @@ async def _password(conn: Connection, req: Request) -> Reply:
 
 
 def _logged_in(conn: Connection, candidate: User) -> Reply:
-    """The password was right and the user's storage is ready: take a session slot."""
+    """The password was right and the user's storage is ready: take a session slot. The
+    successful LoginAttempt is emitted once the slot is taken (a login refused for the
+    user's connection limit is a refused connection, not a session)."""
     if candidate.require_tls in ("control", "both") and not conn.session.tls:
         # Checked only after a right password, so the reply tells nobody else which
         # users need TLS (RFC 4217 section 11: 534, denied for policy reasons).
@@ -74,15 +95,15 @@ def _logged_in(conn: Connection, candidate: User) -> Reply:
         conn.pending_user = None
         raise FtpError(534, f"TLS required for user {candidate.name}: use AUTH TLS, then log in")
     events = conn.server.events
-    if events.observers:
-        events.emit(LoginAttempt(conn.id, conn.peer, conn.session.user_name or "", True))
     io = conn.server.ready_path_io(candidate)
     assert io is not None
     if not conn.server.acquire_user(candidate):
-        conn.server.events.emit(ConnectionRefused(conn.peer, "user-limit"))
+        events.emit(ConnectionRefused(conn.peer, "user-limit"))
         conn.closing = True
         conn.session.login = Login.AWAITING_USER
         return Reply(530, f"Too many connections for user {candidate.name}, closing")
+    if events.observers:
+        events.emit(LoginAttempt(conn.id, conn.peer, conn.session.user_name or "", True))
     conn.io = io
     conn.user = candidate
     conn.pending_user = None

@@ -48,10 +48,21 @@ def rest(conn: Connection, req: Request) -> Reply:
 
 def _listen(conn: Connection) -> PassiveListener:
     conn.close_data_channel()
-    listener = PassiveListener.open(conn.local_host, conn.peer_host, conn.config.passive_ports)
+    config = conn.config
+    peer = conn.peer_host if config.passive_peer_check else None
+    listener = PassiveListener.open(conn.local_host, peer, config.passive_ports)
     conn.passive = listener
     conn.session.data_mode = DataMode.PASSIVE
+    if config.passive_timeout is not None:
+        # Unused after passive_timeout: closed, so its port goes back to the range.
+        listener.expiry = conn.server.loop.call_later(config.passive_timeout, _expire, conn, listener)
     return listener
+
+
+def _expire(conn: Connection, listener: PassiveListener) -> None:
+    listener.expiry = None
+    if conn.passive is listener:  # else a transfer took it (and cancelled this timer)
+        conn.close_data_channel()
 
 
 @handler("pasv")
@@ -77,6 +88,11 @@ def epsv(conn: Connection, req: Request) -> Reply:
     return Reply(229, f"Entering Extended Passive Mode (|||{listener.port}|)")
 
 
+def _check_active_mode(conn: Connection) -> None:
+    if not conn.config.active_mode:
+        raise FtpError(502, "Active mode (PORT/EPRT) is disabled on this server; use PASV or EPSV")
+
+
 def _active(conn: Connection, host: str, port: int) -> Reply:
     check_active_target(host, port, conn.peer_host)
     conn.close_data_channel()
@@ -87,6 +103,7 @@ def _active(conn: Connection, host: str, port: int) -> Reply:
 
 @handler("port")
 def port(conn: Connection, req: Request) -> Reply:
+    _check_active_mode(conn)
     if ":" in conn.local_host and not conn.local_host.startswith("::ffff:"):
         raise FtpError(522, "PORT is IPv4 only; use EPRT (RFC 2428)")
     host, number = parse_port(req.arg)
@@ -95,5 +112,6 @@ def port(conn: Connection, req: Request) -> Reply:
 
 @handler("eprt")
 def eprt(conn: Connection, req: Request) -> Reply:
+    _check_active_mode(conn)
     host, number = parse_eprt(req.arg)
     return _active(conn, host, number)

@@ -32,11 +32,12 @@ async def retr(conn: Connection, req: Request) -> Reply | None:
 
     async def phase(sock: socket.socket) -> int:
         return await send_stream(sock, reader, throttle=throttle, ascii_mode=ascii_mode,
-                                 deadlines=conn.deadlines, progress=progress, offset=offset)
+                                 deadlines=conn.deadlines, progress=progress, offset=offset,
+                                 expected=size - offset)
 
     mode = "ASCII" if ascii_mode else "BINARY"
     try:
-        conn.start_transfer("RETR", target, "download", phase, release=reader.close,
+        conn.start_transfer("RETR", target, "download", phase, release=reader.close, meter=progress,
                             preliminary=Reply(150, f"Opening {mode} data connection for {paths.name(target)}"
                                               f" ({size - offset} bytes)"))
     except BaseException:
@@ -65,7 +66,7 @@ async def _store(conn: Connection, req: Request, verb: str, target: str, *, appe
 
     try:
         conn.start_transfer(verb, target, "upload", phase, finish=writer.commit, fail=writer.abort,
-                            preliminary=preliminary, success=success)
+                            preliminary=preliminary, success=success, meter=progress)
     except BaseException:
         await writer.abort()
         raise
