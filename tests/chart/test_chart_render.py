@@ -237,6 +237,22 @@ def _all_config() -> dict[str, Any]:
         "listingSortLimit": 0,
         "maxLoginAttempts": 5,
         "failedLoginDelay": 0.25,
+        "passiveTimeout": 60,
+        "passivePeerCheck": True,
+        "activeMode": False,
+        "banThreshold": 10,
+        "banWindow": 600,
+        "banTime": 600,
+        "banTimeMax": 86400,
+        "banSafelist": ["10.0.0.0/8", "192.0.2.7"],
+        "tlsCert": "/etc/fsftpd/tls/tls.crt",
+        "tlsKey": "/etc/fsftpd/tls/tls.key",
+        "tlsMinVersion": "1.2",
+        "tlsRequired": "control",
+        "implicitTlsPort": 990,
+        "tlsRequireSessionReuse": False,
+        "tlsRequireCloseNotify": False,
+        "tlsHandshakeTimeout": 30,
     }
 
 
