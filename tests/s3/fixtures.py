@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import fsftpd
 from tests.s3 import endpoints
 from tests.s3.endpoints import FaultProxy, S3Endpoint
 
@@ -13,6 +15,26 @@ S3_PARAMS = [
     pytest.param("moto", marks=pytest.mark.s3),
     pytest.param("seaweedfs", marks=pytest.mark.s3),
 ]
+
+
+#: every home kind, for tests that run on each: local disk, memory, S3 on moto, on SeaweedFS
+HOMES = [
+    "local",
+    "memory",
+    pytest.param("s3-moto", marks=pytest.mark.s3),
+    pytest.param("s3-seaweedfs", marks=pytest.mark.s3),
+]
+
+
+def user_on(kind: str, tmp_path: Path, login: str = "alice", password: str = "secret") -> fsftpd.User:
+    """A user whose home is of ``kind`` (one of :data:`HOMES`); S3 homes get a new bucket."""
+    if kind == "local":
+        return fsftpd.User(login, password, base_path=str(tmp_path / "home"))
+    if kind == "memory":
+        return fsftpd.User(login, password, base_path=f"memory://{login}")
+    endpoint = endpoint_named(kind.removeprefix("s3-"))
+    return fsftpd.User(login, password, base_path=f"s3://{endpoint.new_bucket()}/{login}",
+                       storage_options=endpoint.options())
 
 
 def endpoint_named(name: str) -> S3Endpoint:

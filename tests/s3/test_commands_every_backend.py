@@ -12,30 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import fsftpd
 from tests.harness import ServerThread, running_server
-from tests.s3.fixtures import endpoint_named
-
-HOMES = [
-    "local",
-    "memory",
-    pytest.param("s3-moto", marks=pytest.mark.s3),
-    pytest.param("s3-seaweedfs", marks=pytest.mark.s3),
-]
+from tests.s3.fixtures import HOMES, user_on
 
 
 @pytest.fixture(params=HOMES)
 def backend_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
-    kind = request.param
-    if kind == "local":
-        user = fsftpd.User("alice", "secret", base_path=str(tmp_path / "home"))
-    elif kind == "memory":
-        user = fsftpd.User("alice", "secret", base_path="memory://alice")
-    else:
-        endpoint = endpoint_named(kind.removeprefix("s3-"))
-        user = fsftpd.User("alice", "secret", base_path=f"s3://{endpoint.new_bucket()}/alice",
-                           storage_options=endpoint.options())
-    with running_server([user]) as srv:
+    with running_server([user_on(request.param, tmp_path)]) as srv:
         yield srv
 
 

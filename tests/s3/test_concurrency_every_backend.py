@@ -28,18 +28,11 @@ from pathlib import Path
 
 import pytest
 
-import fsftpd
 from tests.harness import ServerThread, running_server
-from tests.s3.fixtures import endpoint_named
+from tests.s3.fixtures import HOMES, user_on
 
 pytestmark = pytest.mark.timeout(180)
 
-HOMES = [
-    "local",
-    "memory",
-    pytest.param("s3-moto", marks=pytest.mark.s3),
-    pytest.param("s3-seaweedfs", marks=pytest.mark.s3),
-]
 NAMES = ["a.bin", "b.bin", "c.bin"]
 BLOCK = 4096
 HEADER = struct.Struct("!QII")  # upload id, block index, blocks in the body
@@ -160,16 +153,7 @@ def client(srv: ServerThread, seed: int, log: Log, errors: list[BaseException]) 
 
 @pytest.fixture(params=HOMES)
 def home_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
-    kind = request.param
-    if kind == "local":
-        user = fsftpd.User("alice", "secret", base_path=str(tmp_path / "home"))
-    elif kind == "memory":
-        user = fsftpd.User("alice", "secret", base_path="memory://alice")
-    else:
-        endpoint = endpoint_named(kind.removeprefix("s3-"))
-        user = fsftpd.User("alice", "secret", base_path=f"s3://{endpoint.new_bucket()}/alice",
-                           storage_options=endpoint.options())
-    with running_server([user]) as srv:
+    with running_server([user_on(request.param, tmp_path)]) as srv:
         yield srv
 
 

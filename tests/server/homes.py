@@ -22,8 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import fsftpd
 from fsftpd.protocol.listing import Entry
 from fsftpd.storage import (
@@ -38,14 +36,8 @@ from fsftpd.storage import (
 )
 from tests.harness import ServerThread, running_server
 from tests.s3.endpoints import S3Endpoint
+from tests.s3.fixtures import HOMES as HOMES  # re-exported for the wildcard and tnftp tests
 from tests.s3.fixtures import endpoint_named
-
-HOMES = [
-    "local",
-    "memory",
-    pytest.param("s3-moto", marks=pytest.mark.s3),
-    pytest.param("s3-seaweedfs", marks=pytest.mark.s3),
-]
 
 
 class ProbedEntry(Entry):
